@@ -1,0 +1,139 @@
+"""Results of the notebooks: ``save_results`` writes ``build/results/<name>.json``; ``build_report`` assembles them.
+
+Every notebook ends with ``save_results("<notebook name>", {...})``: the key numbers it measured (plain floats,
+ints, strings, lists and dicts; numpy / torch scalars are converted), optional ``tables`` (lists of row dicts, shown
+as markdown tables in ``build/report.md``) and optional matplotlib ``figures`` (saved as PNG beside the JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+import torch
+
+from . import RESULTS_DIR, BUILD_DIR, device, scale
+from .io import atomic_path, atomic_write_bytes, atomic_write_json
+
+__all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment"]
+
+
+def environment() -> Dict[str, str]:
+    """Versions, device and scale of this run (recorded in every results file)."""
+    import captum
+    import numpy
+    import shap
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "captum": captum.__version__,
+        "shap": shap.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "device": str(device()),
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch_threads": str(torch.get_num_threads()),
+        "scale": scale(),
+    }
+
+
+def _plain(obj: Any) -> Any:
+    """Convert numpy / torch values (recursively) to JSON-friendly Python values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _plain(obj.detach().cpu().tolist())
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _plain(obj.tolist())
+    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+        return None
+    return obj
+
+
+def save_results(name: str, results: Mapping[str, Any], *, tables: Optional[Mapping[str, List[Mapping[str, Any]]]] = None,
+                 figures: Optional[Mapping[str, Any]] = None, results_dir: Optional[Path] = None) -> Path:
+    """Write ``results`` (and ``tables``, ``figures``) of notebook ``name`` to ``build/results/<name>.json``.
+
+    Figures (matplotlib ``Figure`` objects) go to ``build/results/<name>/<key>.png``. All writes are atomic.
+    Returns the JSON path.
+    """
+    if not name or "/" in name:
+        raise ValueError(f"name must be a plain file stem like '01_abc_confidence', got {name!r}")
+    out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    payload: Dict[str, Any] = {
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "results": _plain(dict(results)),
+        "tables": _plain(dict(tables or {})),
+        "figures": {},
+    }
+    for key, fig in (figures or {}).items():
+        png = out_dir / name / f"{key}.png"
+        with atomic_path(png, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        payload["figures"][key] = str(png.relative_to(out_dir))
+    path = out_dir / f"{name}.json"
+    atomic_write_json(path, payload)
+    return path
+
+
+def load_results(results_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """All results files in ``results_dir`` (default ``build/results``), sorted by name."""
+    d = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        s = json.dumps(v)
+        return s if len(s) <= 60 else s[:57] + "..."
+    return str(v)
+
+
+def markdown_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Render a list of row dicts as a GitHub markdown table (columns in first-seen order)."""
+    rows = list(rows)
+    if not rows:
+        return "_(empty)_\n"
+    cols: List[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None) -> Path:
+    """Assemble ``build/report.md`` from every ``build/results/*.json``; return its path."""
+    d = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out = Path(out) if out is not None else BUILD_DIR / "report.md"
+    all_results = load_results(d)
+    parts = ["# Results of the notebook collection\n",
+             "Every number below was measured by the notebooks in `notebooks/` (executed copies in `build/notebooks/`).\n"]
+    if all_results:
+        env = all_results[0]["environment"]
+        parts.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n")
+    for res in all_results:
+        parts.append(f"\n## {res['name']}\n")
+        parts.append(f"_run {res['created']}, scale {res['environment'].get('scale')}, "
+                     f"device {res['environment'].get('device')}_\n")
+        scalars = [{"key": k, "value": v} for k, v in res["results"].items()]
+        if scalars:
+            parts.append(markdown_table(scalars))
+        for tname, rows in res.get("tables", {}).items():
+            parts.append(f"\n**{tname}**\n\n" + markdown_table(rows))
+        for fkey, rel in res.get("figures", {}).items():
+            rel_to_build = Path(d.name) / rel if d.parent == out.parent else d / rel
+            parts.append(f"\n![{fkey}]({rel_to_build.as_posix()})\n")
+    atomic_write_bytes(out, "\n".join(parts).encode())
+    return out

@@ -1,0 +1,95 @@
+"""Execute notebooks headlessly (nbclient): used by ``make run``, the notebook tests and the benchmarks.
+
+A notebook runs with its folder as working directory and ``SCALE`` set in the kernel's environment; the executed
+copy can be written (atomically) with its outputs, and an HTML rendering beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+from . import PROJECT_ROOT
+from .io import atomic_write_bytes
+
+__all__ = ["NOTEBOOK_DIR", "list_notebooks", "execute_notebook", "strip_outputs", "has_outputs"]
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+_PEAK_RSS_CODE = "import resource as _r; print('__PEAK_RSS_KB__', _r.getrusage(_r.RUSAGE_SELF).ru_maxrss)"
+
+
+def list_notebooks(folder: Path = NOTEBOOK_DIR):
+    """The numbered master notebooks (``NN_*.ipynb``) in ``folder``, in order."""
+    return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def has_outputs(nb) -> bool:
+    """True when any code cell of ``nb`` (an nbformat node) carries outputs or an execution count."""
+    return any(c.cell_type == "code" and (c.get("outputs") or c.get("execution_count")) for c in nb.cells)
+
+
+def strip_outputs(nb):
+    """Remove outputs and execution counts from every code cell of ``nb`` (in place) and return it."""
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.outputs = []
+            c.execution_count = None
+    return nb
+
+
+def execute_notebook(path: Union[str, Path], *, scale: str = "quick", timeout: int = 600,
+                     out_dir: Optional[Path] = None, html: bool = False,
+                     env: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+    """Run every cell of notebook ``path`` in a fresh kernel with ``SCALE=scale``.
+
+    Args:
+        timeout: seconds allowed for one cell.
+        out_dir: where to write the executed ``.ipynb`` (and ``.html`` when ``html``); nothing is written if None.
+        env: extra environment variables for the kernel.
+
+    Returns:
+        ``{"wall_seconds": ..., "peak_rss_mb": ...}`` (peak resident memory of the kernel process).
+
+    Raises:
+        nbclient.exceptions.CellExecutionError: naming the failing cell and its traceback.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    old_env = {k: os.environ.get(k) for k in ["SCALE", "MPLBACKEND", *(env or {})]}
+    os.environ.update({"SCALE": scale, "MPLBACKEND": "agg", **(env or {})})
+    peak_kb = float("nan")
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        t0 = time.perf_counter()
+        with client.setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index)
+            wall = time.perf_counter() - t0
+            probe = nbformat.v4.new_code_cell(_PEAK_RSS_CODE)
+            client.execute_cell(probe, len(nb.cells))
+            for out in probe.get("outputs", []):
+                text = out.get("text", "")
+                if "__PEAK_RSS_KB__" in text:
+                    peak_kb = float(text.split()[-1])
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / path.name, nbformat.writes(nb).encode())
+        if html:
+            from nbconvert import HTMLExporter
+
+            body, _ = HTMLExporter().from_notebook_node(nb)
+            atomic_write_bytes(out_dir / (path.stem + ".html"), body.encode())
+    return {"wall_seconds": wall, "peak_rss_mb": peak_kb / 1024.0}
