@@ -1,0 +1,77 @@
+"""Shared pytest fixtures: small real data, cached models, and analytic toy models with known answers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SCALE", "quick")
+os.environ.setdefault("MPLBACKEND", "agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """The MNIST test split (x: 10000 x 1 x 28 x 28 float32, y: 10000 int64)."""
+    from helpers.data import load_mnist
+
+    return load_mnist("test")
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist_test):
+    """The first 32 test images and labels (CPU)."""
+    x, y = mnist_test
+    return x[:32].clone(), y[:32].clone()
+
+
+@pytest.fixture(scope="session")
+def cnn():
+    """The cached "cnn" model on the CPU, eval mode."""
+    from helpers.models import get_model
+
+    return get_model("cnn", device="cpu")
+
+
+class LinearModel(nn.Module):
+    """f(x) = W vec(x) + b: logits N x C from inputs N x 1 x H x W. Gradients, IG and infidelity are closed form."""
+
+    def __init__(self, d: int = 16, n_classes: int = 3, seed: int = 0, shape=(1, 4, 4)) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.shape = shape
+        self.linear = nn.Linear(d, n_classes)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(n_classes, d, generator=g))
+            self.linear.bias.copy_(torch.randn(n_classes, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+class QuadraticModel(nn.Module):
+    """f_c(x) = v = xᵀ A_c x / 2 + w_cᵀ x: gradient A_c x + w_c and Hessian A_c known in closed form."""
+
+    def __init__(self, d: int = 16, n_classes: int = 2, seed: int = 0, shape=(1, 4, 4)) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.shape = shape
+        a = torch.randn(n_classes, d, d, generator=g)
+        self.register_buffer("A", (a + a.transpose(1, 2)) / 2)
+        self.register_buffer("w", torch.randn(n_classes, d, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.flatten(1)
+        return 0.5 * torch.einsum("nd,cde,ne->nc", v, self.A, v) + v @ self.w.T
+
+
+@pytest.fixture
+def linear_model():
+    return LinearModel().eval()
+
+
+@pytest.fixture
+def quadratic_model():
+    return QuadraticModel().eval()
