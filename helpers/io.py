@@ -42,9 +42,9 @@ def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def atomic_write_json(dest: PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``dest`` atomically."""
-    atomic_write_bytes(dest, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+def atomic_write_json(dest: PathLike, obj: Any, *, sort_keys: bool = False) -> None:
+    """Write ``obj`` as indented JSON to ``dest`` atomically (key order kept unless ``sort_keys``)."""
+    atomic_write_bytes(dest, (json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n").encode())
 
 
 def _json_default(o: Any) -> Any:

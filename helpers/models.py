@@ -112,7 +112,7 @@ class ModelSpec:
 _SPECS: Dict[str, ModelSpec] = {
     "cnn": ModelSpec(lambda: MnistCNN(), epochs=5, min_test_accuracy=0.99, note="ReLU CNN"),
     "mlp": ModelSpec(lambda: MnistMLP(), epochs=5, min_test_accuracy=0.975, note="ReLU MLP"),
-    "mlp_softplus": ModelSpec(lambda: MnistMLP(activation=nn.Softplus), epochs=5, min_test_accuracy=0.97,
+    "mlp_softplus": ModelSpec(lambda: MnistMLP(activation=nn.Softplus), epochs=8, min_test_accuracy=0.97,
                               note="smooth (Softplus) MLP for the Hessian check"),
     "cnn_dropout": ModelSpec(lambda: MnistCNN(dropout=0.25), epochs=5, min_test_accuracy=0.985,
                              note="CNN with dropout p=0.25 for MC dropout"),
@@ -247,8 +247,8 @@ def _cache_valid(name: str) -> bool:
     except (OSError, json.JSONDecodeError):
         warnings.warn(f"model metadata {meta_path} is unreadable; retraining {name}", stacklevel=3)
         return False
-    if meta.get("arch_version") != ARCH_VERSION:
-        return False
+    if meta.get("arch_version") != ARCH_VERSION or meta.get("epochs") != _SPECS[name].epochs:
+        return False  # trained by another recipe
     if meta.get("weights_sha256") != sha256_file(weights):
         warnings.warn(f"{weights} does not match its recorded checksum (corrupt or truncated); retraining {name}",
                       stacklevel=3)
