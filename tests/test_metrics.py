@@ -1,0 +1,171 @@
+"""helpers.metrics against scikit-learn and against cases small enough to compute by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from helpers import metrics as M
+
+
+def _random_case(seed: int, n: int = 300, ties: bool = False):
+    rng = np.random.default_rng(seed)
+    correct = rng.random(n) < 0.8
+    conf = rng.normal(size=n) + 1.2 * correct
+    if ties:
+        conf = np.round(conf, 1)
+    return conf, correct
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_error_auroc_and_aupr_match_sklearn(seed, ties):
+    conf, correct = _random_case(seed, ties=ties)
+    assert M.error_auroc(conf, correct) == pytest.approx(roc_auc_score(~correct, -conf), abs=1e-12)
+    assert M.error_auroc(conf, correct) == pytest.approx(roc_auc_score(correct, conf), abs=1e-12)
+    assert M.error_aupr(conf, correct) == pytest.approx(average_precision_score(~correct, -conf), abs=1e-12)
+
+
+def test_ood_auroc_matches_sklearn():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1, 1, 200), np.round(rng.normal(0, 1, 77), 1)
+    expected = roc_auc_score(np.r_[np.ones(200), np.zeros(77)], np.r_[a, b])
+    assert M.ood_auroc(a, b) == pytest.approx(expected, abs=1e-12)
+    assert M.ood_auroc(torch.tensor(a), torch.tensor(b)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_hand_computed_small_case():
+    conf = [0.9, 0.8, 0.7, 0.6]
+    correct = [1, 0, 1, 1]
+    # pairs (correct, wrong): (0.9>0.8) yes, (0.7>0.8) no, (0.6>0.8) no -> 1/3
+    assert M.error_auroc(conf, correct) == pytest.approx(1 / 3)
+    cov, risk = M.risk_coverage(conf, correct)
+    np.testing.assert_allclose(cov, [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(risk, [0, 1 / 2, 1 / 3, 1 / 4])
+    assert M.aurc(conf, correct) == pytest.approx((0 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+    # perfect ranking of one error in four: risks 0, 0, 0, 1/4
+    assert M.excess_aurc(conf, correct) == pytest.approx((1 / 2 + 1 / 3 + 1 / 4) / 4 - (1 / 4) / 4)
+    assert M.selective_accuracy(conf, correct, 0.5) == pytest.approx(0.5)
+    assert M.selective_accuracy(conf, correct, [0.25, 1.0]) == {0.25: 1.0, 1.0: 0.75}
+
+
+def test_ties_are_order_free():
+    correct = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
+    const = np.full(8, 0.7)
+    assert M.error_auroc(const, correct) == pytest.approx(0.5)
+    _, risk = M.risk_coverage(const, correct)
+    np.testing.assert_allclose(risk, np.full(8, 2 / 8))
+    assert M.aurc(const, correct) == pytest.approx(2 / 8)
+    # permuting the examples does not change anything
+    perm = np.random.default_rng(0).permutation(8)
+    conf = np.array([0.9, 0.5, 0.5, 0.7, 0.5, 0.9, 0.1, 0.7])
+    assert M.aurc(conf, correct) == pytest.approx(M.aurc(conf[perm], correct[perm]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=2, max_size=40))
+def test_aurc_properties(pairs):
+    conf = np.array([p[0] for p in pairs], float)
+    correct = np.array([p[1] for p in pairs])
+    value = M.aurc(conf, correct)
+    err_rate = 1 - correct.mean()
+    assert 0.0 <= value <= 1.0
+    assert M.excess_aurc(conf, correct) >= -1e-12
+    # the full-coverage end of the curve is the error rate
+    assert M.risk_coverage(conf, correct)[1][-1] == pytest.approx(err_rate)
+    # a monotone transform of the confidence changes nothing
+    assert M.aurc(np.exp(conf), correct) == pytest.approx(value)
+    if 0 < correct.sum() < len(correct):
+        assert M.error_auroc(conf, correct) == pytest.approx(roc_auc_score(correct, conf))
+
+
+def test_ece_hand_computed_and_bins():
+    # 2 bins: (0, .5] and (.5, 1]
+    conf = np.array([0.2, 0.4, 0.5, 0.8, 1.0])
+    correct = np.array([0, 1, 0, 1, 1])
+    bins = M.reliability_bins(conf, correct, n_bins=2)
+    np.testing.assert_allclose(bins["count"], [3, 2])
+    np.testing.assert_allclose(bins["confidence"], [(0.2 + 0.4 + 0.5) / 3, 0.9])
+    np.testing.assert_allclose(bins["accuracy"], [1 / 3, 1.0])
+    expected = 3 / 5 * abs(1 / 3 - 1.1 / 3) + 2 / 5 * abs(1 - 0.9)
+    assert M.ece(conf, correct, n_bins=2) == pytest.approx(expected)
+
+
+def test_ece_from_probabilities_matches_loop_reference():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 10)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 10, 500)
+    conf, pred = probs.max(1), probs.argmax(1)
+    ref = 0.0
+    for lo, hi in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:]):  # Guo et al.'s reference loop
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ref += m.mean() * abs((pred[m] == labels[m]).mean() - conf[m].mean())
+    assert M.ece(probs, labels) == pytest.approx(ref, abs=1e-12)
+    assert M.ece(torch.tensor(probs), torch.tensor(labels)) == pytest.approx(ref, abs=1e-12)
+    # a perfectly calibrated case: confidence 0.75 and 3 of 4 right
+    assert M.ece(np.full(4, 0.75), [1, 1, 1, 0]) == pytest.approx(0.0)
+
+
+def test_bootstrap_ci_covers_and_pairs():
+    conf, correct = _random_case(0, n=400)
+    ci = M.bootstrap_ci(M.error_auroc, conf, correct, n=200, seed=0)
+    assert ci.low <= ci.estimate <= ci.high
+    assert ci.estimate == pytest.approx(M.error_auroc(conf, correct))
+    assert ci.high - ci.low < 0.2
+    est, lo, hi = ci
+    assert (est, lo, hi) == (ci.estimate, ci.low, ci.high)
+    # same seed, same interval
+    assert M.bootstrap_ci(M.error_auroc, conf, correct, n=200, seed=0) == ci
+    # paired difference of a method with itself is exactly 0
+    zero = M.paired_bootstrap_ci(M.error_auroc, conf, conf, correct, n=50)
+    assert (zero.estimate, zero.low, zero.high) == (0.0, 0.0, 0.0)
+    # a clearly better method: the paired CI excludes 0, and is narrower than the unpaired intervals
+    noisy = conf + np.random.default_rng(1).normal(0, 2, conf.shape)
+    diff = M.paired_bootstrap_ci(M.error_auroc, conf, noisy, correct, n=200)
+    assert diff.estimate > 0 and diff.excludes(0.0)
+
+
+def test_bootstrap_mean_matches_normal_theory():
+    x = np.random.default_rng(0).normal(size=2000)
+    ci = M.bootstrap_ci(np.mean, x, n=500, seed=1)
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert (ci.high - ci.low) / 2 == pytest.approx(half, rel=0.15)
+
+
+@pytest.mark.parametrize("fn", [M.error_auroc, M.error_aupr, M.aurc, M.risk_coverage])
+def test_bad_input(fn):
+    with pytest.raises(ValueError, match="NaN"):
+        fn([0.1, np.nan, 0.3], [1, 0, 1])
+    with pytest.raises(ValueError, match="length"):
+        fn([0.1, 0.2, 0.3], [1, 0])
+    with pytest.raises(ValueError, match="empty"):
+        fn([], [])
+    with pytest.raises(ValueError, match="correct"):
+        fn([0.1, 0.2], [2, 0])
+
+
+def test_bad_input_other():
+    with pytest.raises(ValueError, match="single class"):
+        M.error_auroc([0.1, 0.2, 0.3], [1, 1, 1])
+    with pytest.raises(ValueError, match="single class"):
+        M.error_aupr([0.1, 0.2, 0.3], [0, 0, 0])
+    with pytest.raises(ValueError, match="conf_out"):
+        M.ood_auroc([0.1, 0.2], [np.inf])
+    with pytest.raises(ValueError, match="probs"):
+        M.ece(np.array([0.5, 1.5]), [1, 0])
+    with pytest.raises(ValueError, match="labels"):
+        M.ece(np.full((3, 2), 0.5), [0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        M.bootstrap_ci(M.error_auroc, [0.1, 0.2, 0.3], [1, 0])
+    with pytest.raises(ValueError, match="coverages"):
+        M.selective_accuracy([0.1, 0.2], [1, 0], 1.5)
+    with pytest.raises(ValueError, match="single class"):
+        M.bootstrap_ci(M.error_auroc, [0.1, 0.2, 0.3], [1, 1, 1], n=5)
+    with pytest.warns(RuntimeWarning, match="unreliable"):  # one error in four: many resamples lack it
+        M.bootstrap_ci(M.error_auroc, [0.1, 0.2, 0.3, 0.4], [1, 1, 1, 0], n=50)
