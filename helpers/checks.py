@@ -1,0 +1,584 @@
+"""Graded checks for the classroom exercises: ``check_<exercise>(student_function)``.
+
+Each exercise of the notebooks (a cell tagged ``solution`` in the master notebook, a stub in the student copy made by
+``make student``) is followed by a cell that calls one of these functions on the student's function. A check runs the
+function on a few small cases whose answers are computed here *independently*, by closed forms (a linear model, a
+quadratic model) or by hand, and prints one line per case::
+
+    check_beta_rescale
+      ✓ hand case: diff = 2 * dot gives beta = 2
+      ✗ batch of 4 rows x 50 samples: expected beta[2] = 0.8133, got 0.4067 (max |error| 0.4067, tolerance 1e-04)
+
+It returns ``True`` when every case passes and otherwise raises ``AssertionError`` whose message lists the failing
+cases (which case, expected vs got). A function that still raises ``NotImplementedError`` (the student stub) gets a
+message saying what to do instead of a traceback.
+
+The exercises and the signatures the checks call (agreed in the notebooks):
+
+=========================  ==========================================================================  ===========
+check                      student function                                                            notebook
+=========================  ==========================================================================  ===========
+check_integrated_gradients ``integrated_gradients(model, x, baseline, target, n_steps) -> Tensor like x``   01
+check_abc_weights          ``abc_weights(attributions, x, baseline) -> Tensor N x d`` (rows sum to 1)   01
+check_infidelity_estimate  ``infidelity_estimate(model, x, attributions, perturbations, target) -> N``  04
+check_beta_rescale         ``beta_rescale(dot, diff) -> Tensor N``                                     04
+check_fit_temperature      ``fit_temperature(logits, labels) -> float``                                06
+check_aurc                 ``aurc(confidence, correct) -> float``                                      06
+=========================  ==========================================================================  ===========
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "EXERCISES",
+    "check_integrated_gradients",
+    "check_abc_weights",
+    "check_infidelity_estimate",
+    "check_beta_rescale",
+    "check_fit_temperature",
+    "check_aurc",
+]
+
+#: exercise function name -> name of its check in this module
+EXERCISES = {
+    "integrated_gradients": "check_integrated_gradients",
+    "abc_weights": "check_abc_weights",
+    "infidelity_estimate": "check_infidelity_estimate",
+    "beta_rescale": "check_beta_rescale",
+    "fit_temperature": "check_fit_temperature",
+    "aurc": "check_aurc",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the runner: one line of feedback per case, AssertionError listing the failures
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Case:
+    """A named case: ``run(fn)`` returns ``None`` when ``fn`` passes, else a sentence saying what went wrong."""
+
+    name: str
+    run: Callable[[Callable], Optional[str]]
+
+
+def _not_implemented_message(check: str, fn: Callable, err: NotImplementedError) -> str:
+    name = getattr(fn, "__name__", "your function")
+    task = f" ({err})" if str(err) else ""
+    return (f"{check}: `{name}` is not implemented yet: it raised NotImplementedError{task}.\n"
+            f"Replace the line `raise NotImplementedError(...)` in the exercise cell with your code, run that cell "
+            f"again, then run this check.")
+
+
+def _run_cases(check: str, fn: Callable, cases: Sequence[_Case]) -> bool:
+    if not callable(fn):
+        raise TypeError(f"{check} expects your function itself (e.g. {check}(my_function)), got "
+                        f"{type(fn).__name__}")
+    print(check)
+    failures: List[str] = []
+    for case in cases:
+        try:
+            problem = case.run(fn)
+        except NotImplementedError as err:
+            msg = _not_implemented_message(check, fn, err)
+            print("  ✗ " + msg)
+            raise AssertionError(msg) from None
+        except Exception as err:  # noqa: BLE001 - any error of the student's code is feedback
+            problem = f"your function raised {type(err).__name__}: {err}"
+        if problem is None:
+            print(f"  ✓ {case.name}")
+        else:
+            line = f"{case.name}: {problem}"
+            print(f"  ✗ {line}")
+            failures.append(line)
+    if failures:
+        msg = (f"{check}: {len(failures)} of {len(cases)} case(s) failed:\n  - " + "\n  - ".join(failures))
+        raise AssertionError(msg)
+    print(f"  all {len(cases)} cases passed")
+    return True
+
+
+def _to_tensor(got, what: str = "result") -> torch.Tensor:
+    """The student's result as a float64 CPU tensor (accepts tensors, numpy arrays, numbers)."""
+    if isinstance(got, torch.Tensor):
+        return got.detach().cpu().to(torch.float64)
+    if isinstance(got, (np.ndarray, np.generic, float, int)) and not isinstance(got, bool):
+        return torch.as_tensor(np.asarray(got, dtype=np.float64))
+    raise TypeError(f"the {what} must be a torch.Tensor, got {type(got).__name__}")
+
+
+def _fmt_index(idx: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def _compare(got, expected: torch.Tensor, *, atol: float, rtol: float = 0.0, what: str = "result",
+             shape_hint: str = "") -> Optional[str]:
+    """``None`` if ``got`` matches ``expected`` (shape and values within ``atol + rtol |expected|``), else a message."""
+    try:
+        g = _to_tensor(got, what)
+    except TypeError as err:
+        return str(err)
+    e = expected.detach().cpu().to(torch.float64)
+    if tuple(g.shape) != tuple(e.shape):
+        hint = f" ({shape_hint})" if shape_hint else ""
+        return f"expected {what} of shape {tuple(e.shape)}{hint}, got shape {tuple(g.shape)}"
+    if not bool(torch.isfinite(g).all()):
+        bad = torch.nonzero(~torch.isfinite(g))[0].tolist()
+        return f"{what} contains NaN/Inf, e.g. at {_fmt_index(bad)} (expected {float(e[tuple(bad)]):.6g} there)"
+    err = (g - e).abs()
+    tol = atol + rtol * e.abs()
+    if bool((err <= tol).all()):
+        return None
+    idx = torch.nonzero(err - tol == (err - tol).max())[0].tolist()
+    where = _fmt_index(idx) if idx else ""
+    return (f"expected {what}{where} = {float(e[tuple(idx)]):.6g}, got {float(g[tuple(idx)]):.6g} "
+            f"(max |error| {float(err.max()):.3g}, tolerance {atol:.0e}" + (f" + {rtol:.0e}·|expected|" if rtol else "")
+            + ")")
+
+
+def _as_float(got, what: str = "result") -> float:
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            raise TypeError(f"the {what} must be a single number, got a tensor of shape {tuple(got.shape)}")
+        return float(got.detach().cpu())
+    if isinstance(got, np.ndarray) and got.size != 1:
+        raise TypeError(f"the {what} must be a single number, got an array of shape {got.shape}")
+    if isinstance(got, bool) or not isinstance(got, (int, float, np.generic, np.ndarray)):
+        raise TypeError(f"the {what} must be a float, got {type(got).__name__}")
+    return float(got)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# small models with answers in closed form
+# ----------------------------------------------------------------------------------------------------------------
+
+class _Linear(nn.Module):
+    """Logits ``W vec(x) + b`` for images ``N x 1 x H x W``: gradient ``W_t``, IG ``W_t ⊙ (x - x0)``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone().float())
+        self.bias = nn.Parameter(bias.clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
+class _Quadratic(nn.Module):
+    """Logits ``f_c(v) = vᵀ A_c v / 2 + w_cᵀ v`` (``A_c`` symmetric): gradient ``A_c v + w_c``."""
+
+    def __init__(self, a: torch.Tensor, w: torch.Tensor) -> None:
+        super().__init__()
+        a = (a + a.transpose(1, 2)) / 2
+        self.register_buffer("A", a.float())
+        self.register_buffer("w", w.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.flatten(1)
+        return 0.5 * torch.einsum("nd,cde,ne->nc", v, self.A, v) + v @ self.w.T
+
+
+def _linear_model(d: int, n_classes: int, seed: int) -> _Linear:
+    g = torch.Generator().manual_seed(seed)
+    return _Linear(torch.randn(n_classes, d, generator=g), torch.randn(n_classes, generator=g)).eval()
+
+
+def _quadratic_model(d: int, n_classes: int, seed: int) -> _Quadratic:
+    g = torch.Generator().manual_seed(seed)
+    return _Quadratic(0.5 * torch.randn(n_classes, d, d, generator=g), torch.randn(n_classes, d, generator=g)).eval()
+
+
+def _softplus_net(d: int, n_classes: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # only the initialisation; the caller's seed state is restored below
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, 12), nn.Softplus(), nn.Linear(12, n_classes)).eval()
+
+
+def _images(n: int, side: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, side, side, generator=g)
+
+
+class _KeepRng:
+    """Restore torch's global RNG state on exit: a check must not change the notebook's random stream."""
+
+    def __enter__(self):
+        self.state = torch.random.get_rng_state()
+        return self
+
+    def __exit__(self, *exc):
+        torch.random.set_rng_state(self.state)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 01: integrated gradients
+# ----------------------------------------------------------------------------------------------------------------
+
+def check_integrated_gradients(fn: Callable) -> bool:
+    r"""Check ``integrated_gradients(model, x, baseline, target, n_steps) -> Tensor like x``.
+
+    :math:`\mathrm{IG}_i = (x_i - x'_i) \int_0^1 \partial_i f_t(x' + \alpha (x - x'))\, d\alpha`, one row per image and
+    per-row targets. Cases: a linear model (IG = ``W_t ⊙ (x - x')`` exactly, zero and non-zero baselines); a quadratic
+    model (IG = ``(x - x') ⊙ (A_t (x + x')/2 + w_t)``, any Riemann rule within ``O(1/n_steps)``); completeness
+    (``Σ IG = f_t(x) - f_t(x')``) on a small softplus network.
+    """
+    def linear_case(zero_baseline: bool) -> Callable[[Callable], Optional[str]]:
+        def run(f: Callable) -> Optional[str]:
+            with _KeepRng():
+                model = _linear_model(9, 3, seed=1)
+            x = _images(2, 3, seed=2)
+            b = torch.zeros_like(x) if zero_baseline else _images(2, 3, seed=3)
+            target = torch.tensor([0, 2])
+            got = f(model, x.clone(), b.clone(), target, 16)
+            w = model.weight.detach()[target].reshape_as(x)
+            return _compare(got, w * (x - b), atol=1e-4, rtol=1e-3, what="IG", shape_hint="like x")
+        return run
+
+    def quadratic(f: Callable) -> Optional[str]:
+        d, n_steps = 4, 64
+        model = _quadratic_model(d, 2, seed=4)
+        x = _images(3, 2, seed=5)
+        b = 0.2 * _images(3, 2, seed=6)
+        target = torch.tensor([1, 0, 1])
+        got = f(model, x.clone(), b.clone(), target, n_steps)
+        v, v0 = x.flatten(1).double(), b.flatten(1).double()
+        a, w = model.A.double()[target], model.w.double()[target]
+        mean_grad = torch.einsum("nde,ne->nd", a, (v + v0) / 2) + w
+        expected = ((v - v0) * mean_grad).reshape_as(x)
+        # a left/right Riemann sum errs by (x - x')_i (A (x - x'))_i / (2 n_steps); midpoint/trapezoid are exact
+        curvature = ((v - v0) * torch.einsum("nde,ne->nd", a, v - v0)).abs().max()
+        return _compare(got, expected, atol=float(curvature) / n_steps + 1e-4, what="IG", shape_hint="like x")
+
+    def completeness(f: Callable) -> Optional[str]:
+        with _KeepRng():
+            model = _softplus_net(16, 4, seed=7)
+        x = _images(4, 4, seed=8)
+        b = torch.zeros_like(x)
+        target = torch.tensor([0, 1, 2, 3])
+        got = f(model, x.clone(), b.clone(), target, 128)
+        try:
+            g = _to_tensor(got, "IG")
+        except TypeError as err:
+            return str(err)
+        if tuple(g.shape) != tuple(x.shape):
+            return f"expected IG of shape {tuple(x.shape)} (like x), got shape {tuple(g.shape)}"
+        with torch.no_grad():
+            gap = (model(x) - model(b)).gather(1, target[:, None])[:, 0].double()
+        return _compare(g.flatten(1).sum(1), gap, atol=2e-3, rtol=0.03,
+                        what="sum of IG over pixels (should equal f_t(x) - f_t(baseline))")
+
+    return _run_cases("check_integrated_gradients", fn, [
+        _Case("linear model, zero baseline: IG = W_t * x", linear_case(True)),
+        _Case("linear model, non-zero baseline: IG = W_t * (x - baseline), per-row targets", linear_case(False)),
+        _Case("quadratic model: IG = (x - x') * (A_t (x + x')/2 + w_t)", quadratic),
+        _Case("completeness on a small softplus network: sum(IG) = f_t(x) - f_t(x')", completeness),
+    ])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 01: ABC sampling weights
+# ----------------------------------------------------------------------------------------------------------------
+
+def _expected_abc_weights(attr: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|A_i / (x_i - b_i)| normalised per row, 0 where x_i == b_i (computed with numpy, feature by feature)."""
+    a_np, x_np, b_np = (t.reshape(t.shape[0], -1).double().numpy() for t in (attr, x, b))
+    out = np.zeros_like(a_np)
+    for n in range(a_np.shape[0]):
+        for i in range(a_np.shape[1]):
+            if x_np[n, i] != b_np[n, i]:
+                out[n, i] = abs(a_np[n, i] / (x_np[n, i] - b_np[n, i]))
+        out[n] /= out[n].sum()
+    return torch.from_numpy(out)
+
+
+def check_abc_weights(fn: Callable) -> bool:
+    r"""Check ``abc_weights(attributions, x, baseline) -> Tensor N x d``.
+
+    ABC (Jha et al. 2019) mutates feature ``i`` with probability
+    :math:`p_i = |A_i / (x_i - x'_i)| / \sum_j |A_j / (x_j - x'_j)|` and :math:`p_i = 0` where :math:`x_i = x'_i`
+    (nothing to mutate there; no division by zero). Rows are flattened images (``d = C·H·W``) and sum to 1.
+    """
+    def hand_zero(f: Callable) -> Optional[str]:
+        x = torch.tensor([[[[1.0, 0.5], [0.0, 0.25]]]])
+        a = torch.tensor([[[[0.5, -0.5], [0.0, 0.1]]]])
+        b = torch.zeros_like(x)
+        got = f(a, x, b)
+        # |0.5/1|, |-0.5/0.5|, 0 (x == baseline), |0.1/0.25| = 0.5, 1, 0, 0.4 -> / 1.9
+        expected = torch.tensor([[0.5, 1.0, 0.0, 0.4]]) / 1.9
+        return _compare(got, expected, atol=1e-5, what="weights", shape_hint="N x d, one flattened row per image")
+
+    def hand_baseline(f: Callable) -> Optional[str]:
+        x = torch.tensor([[[[1.0, 0.5], [0.0, 0.75]]]])
+        b = torch.full_like(x, 0.5)
+        a = torch.tensor([[[[0.25, 0.3], [-0.25, 0.5]]]])
+        got = f(a, x, b)
+        # x - b = 0.5, 0 (excluded), -0.5, 0.25 -> |A/(x-b)| = 0.5, 0, 0.5, 2 -> / 3
+        expected = torch.tensor([[0.5, 0.0, 0.5, 2.0]]) / 3.0
+        return _compare(got, expected, atol=1e-5, what="weights")
+
+    def batch_sparse(f: Callable) -> Optional[str]:
+        g = torch.Generator().manual_seed(11)
+        x = torch.rand(3, 1, 6, 6, generator=g)
+        x[x < 0.6] = 0.0  # like MNIST: mostly background equal to the zero baseline
+        a = torch.randn(3, 1, 6, 6, generator=g)
+        b = torch.zeros_like(x)
+        got = f(a, x, b)
+        problem = _compare(got, _expected_abc_weights(a, x, b), atol=1e-5, what="weights",
+                           shape_hint="N x d with d = 36")
+        if problem:
+            return problem
+        sums = _to_tensor(got).sum(1)
+        return _compare(sums, torch.ones(3, dtype=torch.float64), atol=1e-5, what="row sums")
+
+    def sign_and_scale(f: Callable) -> Optional[str]:
+        g = torch.Generator().manual_seed(12)
+        x = torch.rand(2, 1, 3, 3, generator=g) + 0.1
+        b = torch.zeros_like(x)
+        a = torch.randn(2, 1, 3, 3, generator=g)
+        base = _to_tensor(f(a, x, b))
+        flipped = f(-3.0 * a, x, b)
+        return _compare(flipped, base, atol=1e-5, what="weights for attributions * (-3)",
+                        shape_hint="weights must not depend on the sign or scale of the attributions")
+
+    return _run_cases("check_abc_weights", fn, [
+        _Case("hand case, zero baseline: weights 0.5, 1, 0, 0.4 normalised", hand_zero),
+        _Case("hand case, baseline 0.5: feature equal to the baseline gets weight 0", hand_baseline),
+        _Case("batch of 3 sparse images: N x d, rows sum to 1, no NaN where x == baseline", batch_sparse),
+        _Case("invariant to the sign and scale of the attributions", sign_and_scale),
+    ])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 04: infidelity (local units) and the beta rescaling
+# ----------------------------------------------------------------------------------------------------------------
+
+def _infidelity_by_loop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, pert: torch.Tensor,
+                        target: torch.Tensor) -> torch.Tensor:
+    """Reference: one forward pass per (image, sample), in float64."""
+    out = torch.zeros(x.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        for n in range(x.shape[0]):
+            t = int(target[n])
+            fx = float(model(x[n:n + 1])[0, t])
+            for s in range(pert.shape[1]):
+                i = pert[n, s]
+                diff = fx - float(model(x[n:n + 1] - i[None])[0, t])
+                out[n] += (float((i.double() * attr[n].double()).sum()) - diff) ** 2
+    return out / pert.shape[1]
+
+
+def check_infidelity_estimate(fn: Callable) -> bool:
+    r"""Check ``infidelity_estimate(model, x, attributions, perturbations, target) -> Tensor N``.
+
+    Local units (Yeh et al. 2019): with perturbations ``I`` of shape ``N x S x (x.shape[1:])``,
+    :math:`\mathrm{INFD}_n = \frac1S \sum_s \big(\sum_i I_{s,i} \Phi_i - (f_t(x) - f_t(x - I_s))\big)^2`.
+    Cases: a hand case; a linear model whose gradient has infidelity exactly 0; a linear model with a wrong
+    explanation (``mean_s (I_s · δ)^2``); a quadratic model against a loop over samples.
+    """
+    def hand(f: Callable) -> Optional[str]:
+        model = _Linear(torch.tensor([[2.0, 3.0], [1.0, -1.0]]), torch.zeros(2))
+        x = torch.tensor([[[[1.0, 1.0]]]])
+        attr = torch.tensor([[[[1.0, 1.0]]]])
+        pert = torch.tensor([[[[[1.0, 1.0]]]]])  # N=1, S=1
+        got = f(model, x, attr, pert, torch.tensor([0]))
+        # I·Φ = 2, f(x) - f(x - I) = 2 + 3 = 5 -> (2 - 5)^2 = 9
+        return _compare(got, torch.tensor([9.0]), atol=1e-4, what="infidelity", shape_hint="one value per image")
+
+    def gradient_is_perfect(f: Callable) -> Optional[str]:
+        with _KeepRng():
+            model = _linear_model(16, 3, seed=21)
+        x = _images(2, 4, seed=22)
+        target = torch.tensor([2, 0])
+        attr = model.weight.detach()[target].reshape_as(x)
+        g = torch.Generator().manual_seed(23)
+        pert = 0.1 * torch.randn(2, 8, 1, 4, 4, generator=g)
+        got = f(model, x, attr, pert, target)
+        return _compare(got, torch.zeros(2, dtype=torch.float64), atol=1e-4, what="infidelity",
+                        shape_hint="one value per image, the mean over the S samples")
+
+    def wrong_explanation(f: Callable) -> Optional[str]:
+        with _KeepRng():
+            model = _linear_model(16, 3, seed=24)
+        x = _images(3, 4, seed=25)
+        target = torch.tensor([1, 1, 0])
+        g = torch.Generator().manual_seed(26)
+        delta = torch.randn(3, 1, 4, 4, generator=g)
+        attr = model.weight.detach()[target].reshape_as(x) + delta
+        pert = 0.5 * torch.randn(3, 10, 1, 4, 4, generator=g)
+        got = f(model, x, attr, pert, target)
+        expected = ((pert.double() * delta.double()[:, None]).flatten(2).sum(2) ** 2).mean(1)
+        return _compare(got, expected, atol=1e-4, rtol=1e-3, what="infidelity",
+                        shape_hint="one value per image, the mean over the S samples")
+
+    def quadratic(f: Callable) -> Optional[str]:
+        model = _quadratic_model(9, 2, seed=27)
+        x = _images(2, 3, seed=28)
+        target = torch.tensor([0, 1])
+        g = torch.Generator().manual_seed(29)
+        attr = torch.randn(2, 1, 3, 3, generator=g)
+        pert = 0.3 * torch.randn(2, 6, 1, 3, 3, generator=g)
+        got = f(model, x, attr, pert, target)
+        return _compare(got, _infidelity_by_loop(model, x, attr, pert, target), atol=1e-4, rtol=1e-3,
+                        what="infidelity")
+
+    return _run_cases("check_infidelity_estimate", fn, [
+        _Case("hand case: I·Φ = 2, f(x) - f(x - I) = 5, infidelity (2 - 5)^2 = 9", hand),
+        _Case("linear model: the gradient W_t has infidelity 0", gradient_is_perfect),
+        _Case("linear model, explanation W_t + δ: infidelity = mean_s (I_s·δ)^2", wrong_explanation),
+        _Case("quadratic model, per-row targets: against a loop over samples", quadratic),
+    ])
+
+
+def check_beta_rescale(fn: Callable) -> bool:
+    r"""Check ``beta_rescale(dot, diff) -> Tensor N``.
+
+    The scale :math:`\beta` that minimises :math:`\frac1S\sum_s (\beta\, I_s^\top\Phi - (f(x) - f(x - I_s)))^2` is
+    :math:`\beta^* = \mathrm{mean}_s(\text{dot}\cdot\text{diff}) / \mathrm{mean}_s(\text{dot}^2)`, one per row of
+    the ``N x S`` inputs. Checked by hand cases and against a least-squares fit per row.
+    """
+    def hand_two(f: Callable) -> Optional[str]:
+        got = f(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 4.0]]))
+        return _compare(got, torch.tensor([2.0]), atol=1e-5, what="beta", shape_hint="one beta per row")
+
+    def hand_zero(f: Callable) -> Optional[str]:
+        got = f(torch.tensor([[1.0, -1.0]]), torch.tensor([[1.0, 1.0]]))
+        return _compare(got, torch.tensor([0.0]), atol=1e-5, what="beta")
+
+    def least_squares(f: Callable) -> Optional[str]:
+        g = torch.Generator().manual_seed(31)
+        dot = torch.randn(4, 50, generator=g)
+        diff = torch.tensor([0.5, -1.0, 2.0, 0.0])[:, None] * dot + 0.3 * torch.randn(4, 50, generator=g)
+        got = f(dot.clone(), diff.clone())
+        d_np, y_np = dot.double().numpy(), diff.double().numpy()
+        expected = torch.tensor([np.linalg.lstsq(d_np[n][:, None], y_np[n], rcond=None)[0][0] for n in range(4)])
+        return _compare(got, expected, atol=1e-4, rtol=1e-4, what="beta",
+                        shape_hint="one beta per row: average over the S columns, not over rows")
+
+    return _run_cases("check_beta_rescale", fn, [
+        _Case("hand case: diff = 2 * dot gives beta = 2", hand_two),
+        _Case("hand case: dot = [1, -1], diff = [1, 1] gives beta = 0", hand_zero),
+        _Case("batch of 4 rows x 50 samples: the least-squares scale of each row", least_squares),
+    ])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 06: temperature scaling and AURC
+# ----------------------------------------------------------------------------------------------------------------
+
+def _nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
+    z = logits / t
+    z = z - z.max(1, keepdims=True)
+    return float(-(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(1))).mean())
+
+
+def _best_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda u: _nll(logits, labels, float(np.exp(u))), bounds=(np.log(0.01), np.log(100.0)),
+                          method="bounded", options={"xatol": 1e-8})
+    return float(np.exp(res.x))
+
+
+def _synthetic_logits(n: int, c: int, sharpness: float, seed: int):
+    """Logits ``sharpness * z`` with labels drawn from ``softmax(z)``: the best temperature is about ``sharpness``."""
+    g = torch.Generator().manual_seed(seed)
+    z = 2.0 * torch.randn(n, c, generator=g)
+    labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g)[:, 0]
+    return (sharpness * z).float(), labels
+
+
+def check_fit_temperature(fn: Callable) -> bool:
+    r"""Check ``fit_temperature(logits, labels) -> float``.
+
+    The temperature :math:`T > 0` minimising the mean negative log-likelihood
+    :math:`-\frac1N \sum_n \log \mathrm{softmax}(z_n / T)_{y_n}` (Guo et al. 2017). Checked on synthetic logits that
+    are too sharp (best ``T`` about 3), too flat (about 0.5) and calibrated (about 1), against a bounded scalar
+    minimisation; a result within 2% of the best ``T``, or with an NLL within 1e-4 of the best, passes.
+    """
+    def case(sharpness: float, seed: int) -> Callable[[Callable], Optional[str]]:
+        def run(f: Callable) -> Optional[str]:
+            logits, labels = _synthetic_logits(2000, 10, sharpness, seed)
+            got = f(logits.clone(), labels.clone())
+            try:
+                t = _as_float(got, "temperature")
+            except TypeError as err:
+                return str(err)
+            if not np.isfinite(t) or t <= 0:
+                return f"the temperature must be a positive finite number, got {t}"
+            lg, lb = logits.double().numpy(), labels.numpy()
+            best = _best_temperature(lg, lb)
+            nll_got, nll_best = _nll(lg, lb, t), _nll(lg, lb, best)
+            if abs(t - best) <= 0.02 * best or nll_got - nll_best <= 1e-4:
+                return None
+            return (f"expected T = {best:.4f} (NLL {nll_best:.4f}), got T = {t:.4f} (NLL {nll_got:.4f}); "
+                    f"minimise the NLL of softmax(logits / T), e.g. over log T")
+        return run
+
+    return _run_cases("check_fit_temperature", fn, [
+        _Case("overconfident logits (best T about 3)", case(3.0, 41)),
+        _Case("underconfident logits (best T about 0.5)", case(0.5, 42)),
+        _Case("calibrated logits (best T about 1)", case(1.0, 43)),
+    ])
+
+
+def _aurc_by_loop(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Reference AURC with distinct confidences: mean over k of the error rate of the k most confident."""
+    order = sorted(range(len(confidence)), key=lambda i: -confidence[i])
+    total, errors = 0.0, 0
+    for k, i in enumerate(order, start=1):
+        errors += 0 if correct[i] else 1
+        total += errors / k
+    return total / len(order)
+
+
+def check_aurc(fn: Callable) -> bool:
+    r"""Check ``aurc(confidence, correct) -> float``.
+
+    Sort by decreasing confidence; the risk at coverage ``k/N`` is the error rate of the ``k`` most confident
+    predictions; :math:`\mathrm{AURC} = \frac1N\sum_{k=1}^N \mathrm{risk}(k)` (Geifman et al. 2019). Inputs are numpy
+    arrays (``correct`` boolean); the cases have distinct confidences (no ties).
+    """
+    def hand(conf: Sequence[float], corr: Sequence[bool], expected: float) -> Callable[[Callable], Optional[str]]:
+        def run(f: Callable) -> Optional[str]:
+            got = f(np.array(conf, dtype=np.float64), np.array(corr, dtype=bool))
+            try:
+                value = _as_float(got, "AURC")
+            except TypeError as err:
+                return str(err)
+            if abs(value - expected) <= 1e-6:
+                return None
+            return f"confidence={list(conf)}, correct={[bool(c) for c in corr]}: expected {expected:.6f}, got {value:.6f}"
+        return run
+
+    def random_case(f: Callable) -> Optional[str]:
+        rng = np.random.default_rng(51)
+        conf = rng.permutation(500) / 500.0 + rng.uniform(0, 1e-3)
+        correct = rng.uniform(size=500) < 0.3 + 0.6 * conf  # confident predictions are more often right
+        got = f(conf.copy(), correct.copy())
+        try:
+            value = _as_float(got, "AURC")
+        except TypeError as err:
+            return str(err)
+        expected = _aurc_by_loop(conf, correct)
+        if abs(value - expected) <= 1e-6:
+            return None
+        return f"expected {expected:.6f}, got {value:.6f} (the inputs are not sorted: sort by decreasing confidence)"
+
+    return _run_cases("check_aurc", fn, [
+        _Case("hand case, errors least confident: risks 0, 0, 1/3, 1/2 -> 0.208333",
+              hand([0.9, 0.8, 0.7, 0.6], [True, True, False, False], (0 + 0 + 1 / 3 + 1 / 2) / 4)),
+        _Case("hand case, errors most confident: risks 1, 1, 2/3, 1/2 -> 0.791667",
+              hand([0.9, 0.8, 0.7, 0.6], [False, False, True, True], (1 + 1 + 2 / 3 + 1 / 2) / 4)),
+        _Case("hand case, unsorted input: confidence [0.2, 0.9, 0.5], correct [F, T, T]",
+              hand([0.2, 0.9, 0.5], [False, True, True], (0 + 0 + 1 / 3) / 3)),
+        _Case("all correct gives 0", hand([0.3, 0.1, 0.7], [True, True, True], 0.0)),
+        _Case("all wrong gives 1", hand([0.3, 0.1, 0.7], [False, False, False], 1.0)),
+        _Case("500 random predictions: against a loop over k", random_case),
+    ])
