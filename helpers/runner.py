@@ -72,7 +72,11 @@ def execute_notebook(path: Union[str, Path], *, scale: str = "quick", timeout: i
                 client.execute_cell(cell, index)
             wall = time.perf_counter() - t0
             probe = nbformat.v4.new_code_cell(_PEAK_RSS_CODE)
-            client.execute_cell(probe, len(nb.cells))
+            nb.cells.append(probe)
+            try:
+                client.execute_cell(probe, len(nb.cells) - 1)
+            finally:
+                nb.cells.pop()
             for out in probe.get("outputs", []):
                 text = out.get("text", "")
                 if "__PEAK_RSS_KB__" in text:
