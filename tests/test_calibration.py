@@ -1,0 +1,131 @@
+"""helpers.calibration: recovering known temperatures / Platt parameters, scikit-learn cross-checks, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from helpers import calibration as C
+from helpers import metrics as M
+
+
+def _synthetic_logits(n: int = 4000, n_classes: int = 5, temperature: float = 2.0, seed: int = 0):
+    """Labels drawn from softmax(z / T): the NLL-optimal temperature is T (up to sampling noise)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, n_classes, generator=g) * 4
+    y = torch.multinomial(torch.softmax(z / temperature, dim=1), 1, generator=g).squeeze(1)
+    return z, y
+
+
+def test_temperature_recovers_the_true_temperature():
+    z, y = _synthetic_logits(temperature=2.0)
+    t = C.fit_temperature(z, y)
+    assert t == pytest.approx(2.0, rel=0.1)
+    # it is the NLL minimum: nearby temperatures are worse
+    nll = lambda tt: torch.nn.functional.cross_entropy(z / tt, y).item()  # noqa: E731
+    assert nll(t) <= min(nll(t * 0.9), nll(t * 1.1))
+    ts = C.TemperatureScaling().fit(z, y)
+    p = ts.predict_proba(z)
+    torch.testing.assert_close(p, torch.softmax(z / ts.temperature_, dim=1))
+    torch.testing.assert_close(ts.confidence(z), p.max(dim=1).values)
+    # numpy in, numpy out; calibration lowers the ECE of a mis-tempered model
+    assert isinstance(ts.predict_proba(z.numpy()), np.ndarray)
+    assert M.ece(p, y) < M.ece(torch.softmax(z, dim=1), y) / 2
+
+
+def test_score_calibrator_matches_sklearn_logistic_regression():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=3000)
+    correct = rng.random(3000) < 1 / (1 + np.exp(-(2.0 * s + 1.0)))
+    cal = C.ScoreCalibrator("identity").fit(s, correct)
+    assert cal.coef_ == pytest.approx(2.0, abs=0.25) and cal.intercept_ == pytest.approx(1.0, abs=0.2)
+    ref = LogisticRegression(C=1e6).fit(s[:, None], correct)  # Platt's target smoothing is negligible at N=3000
+    assert cal.coef_ == pytest.approx(ref.coef_[0, 0], rel=0.02)
+    np.testing.assert_allclose(cal.confidence(s), ref.predict_proba(s[:, None])[:, 1], atol=5e-3)
+
+
+def test_platt_top_and_ovr():
+    z, y = _synthetic_logits(temperature=3.0, seed=1)
+    top = C.PlattScaling().fit(z, y)
+    p = top.predict_proba(z)
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(len(z)))
+    # the calibrated mass sits on the model's predicted class (which may fall below 1/2, so use the ECE of the
+    # confidence with `correct`, not the N x C arg-max, for this calibrator)
+    torch.testing.assert_close(p.gather(1, z.argmax(1, keepdim=True)).squeeze(1), top.confidence(z))
+    correct = (z.argmax(1) == y).numpy()
+    # calibrated: mean confidence close to accuracy, low ECE
+    assert float(top.confidence(z).mean()) == pytest.approx(correct.mean(), abs=0.01)
+    assert M.ece(top.confidence(z), correct) < 0.03
+    ovr = C.PlattScaling("ovr").fit(z, y)
+    po = ovr.predict_proba(z)
+    torch.testing.assert_close(po.sum(dim=1), torch.ones(len(z)), atol=1e-5, rtol=0)
+    assert M.ece(po, y) < M.ece(torch.softmax(z, 1), y)
+
+
+def test_combined_confidence_uses_informative_features():
+    rng = np.random.default_rng(0)
+    n = 4000
+    correct = rng.random(n) < 0.8
+    good = 1 / (1 + np.exp(-(rng.normal(size=n) + 2.5 * correct - 1)))   # informative, in [0, 1]
+    other = np.exp(rng.normal(size=n) + 1.0 * correct)                     # informative, positive (Trust-Score-like)
+    noise = rng.random(n)                                                   # useless
+    feats = {"good": good, "other": other, "noise": noise}
+    comb = C.CombinedConfidence().fit(feats, correct)
+    assert comb.transforms_ == ["logit", "log", "logit"]
+    w = comb.coef_
+    assert w["good"] > 0.5 and w["other"] > 0.2 and abs(w["noise"]) < 0.1
+    conf = comb.confidence(feats)
+    assert M.error_auroc(conf, correct) > M.error_auroc(good, correct)
+    assert M.ece(conf, correct) < 0.03
+    gbm = C.CombinedConfidence(model="gbm").fit(feats, correct)
+    assert M.error_auroc(gbm.confidence(feats), correct) > 0.8
+    # simple combinations
+    np.testing.assert_allclose(C.product_confidence(good, noise), good * noise)
+    np.testing.assert_allclose(C.min_confidence(good, noise), np.minimum(good, noise))
+
+
+def test_on_real_model_logits(cnn, mnist_test):
+    from helpers.batching import forward
+
+    x, y = mnist_test
+    z = forward(cnn, x[:2000])
+    zv, yv, zt, yt = z[:1000], y[:1000], z[1000:], y[1000:2000]
+    msp = torch.softmax(zt, 1).max(1).values
+    platt = C.PlattScaling().fit(zv, yv).confidence(zt)
+    # top-class Platt is a monotone map of the max softmax: same ranking (up to float ties)
+    correct = zt.argmax(1) == yt
+    if 0 < int(correct.sum()) < len(correct):
+        assert M.error_auroc(platt, correct) == pytest.approx(M.error_auroc(msp, correct), abs=1e-3)
+
+
+def test_bad_input():
+    z, y = _synthetic_logits(n=50)
+    with pytest.raises(ValueError, match="empty"):
+        C.TemperatureScaling().fit(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="NaN"):
+        C.fit_temperature(torch.full((4, 3), float("nan")), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels must have length"):
+        C.PlattScaling().fit(z, y[:10])
+    with pytest.raises(ValueError, match="labels must lie"):
+        C.PlattScaling().fit(z, y + 10)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        C.TemperatureScaling().confidence(z)
+    with pytest.raises(ValueError, match="single class"):
+        C.ScoreCalibrator().fit([0.1, 0.2, 0.3], [1, 1, 1])
+    with pytest.raises(ValueError, match="single class"):  # every prediction correct: nothing to learn
+        C.PlattScaling().fit(z, z.argmax(1))
+    with pytest.raises(ValueError, match="correct has length"):
+        C.CombinedConfidence().fit({"a": [0.1, 0.2, 0.3]}, [1, 0])
+    with pytest.raises(ValueError, match="NaN"):
+        C.CombinedConfidence().fit({"a": [0.1, np.nan, 0.3]}, [1, 0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        C.CombinedConfidence().fit({"a": [0.1, 0.2, 0.3], "b": [0.1, 0.2]}, [1, 0, 1])
+    with pytest.raises(ValueError, match="empty"):
+        C.CombinedConfidence().fit({"a": []}, [])
+    comb = C.CombinedConfidence().fit({"a": [0.1, 0.2, 0.8, 0.9], "b": [1.0, 2.0, 3.0, 4.0]}, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="lacks"):
+        comb.confidence({"a": [0.5]})
+    with pytest.raises(ValueError, match="same length"):
+        C.min_confidence([0.1, 0.2], [0.3])
