@@ -1,0 +1,622 @@
+"""Infidelity, max-sensitivity and infidelity-optimal explanations (Yeh et al., "On the (In)fidelity and Sensitivity
+of Explanations", NeurIPS 2019), batched over inputs x samples on the model's device.
+
+Definitions (``f`` the target logit, ``Φ`` an explanation of ``x``, ``I`` a random perturbation, see
+:mod:`helpers.perturbations` for the perturbations and their *units*):
+
+* infidelity  ``INFD(Φ, f, x) = E_I[(Iᵀ Φ - (f(x) - f(x - I)))²]``; with ``normalize=True`` the explanation is first
+  rescaled by the optimal ``β = E[Iᵀ Φ · Δf] / E[(Iᵀ Φ)²]`` (scale invariant; the authors' code and captum's
+  ``normalize=True``), i.e. ``INFD = E[Δf²] - E[Iᵀ Φ Δf]² / E[(Iᵀ Φ)²]``.
+* max-sensitivity (Def. 3.1) ``SENS_MAX(Φ, f, x, r) = max_{‖y - x‖_∞ <= r} ‖Φ(y) - Φ(x)‖``, estimated by uniform
+  samples in the L∞ ball; the relative form divides by ``‖Φ(x)‖`` (captum and the authors' code).
+* the infidelity-optimal explanation ``Φ* = E[I Iᵀ]⁻¹ E[I Iᵀ IG(f, x, I)] = E[I Iᵀ]⁻¹ E[I (f(x) - f(x - I))]``.
+* SmoothGrad-style smoothing ``Φ_SG(x) = E_z[Φ(x + z)]`` with a Gaussian, uniform (L∞ ball) or truncated-normal ``z``.
+
+An *explain function* is a callable ``explain(x, target) -> Tensor like x`` (``x``: ``N x ...``; ``target``: a
+LongTensor ``N`` or ``None``); a one-argument ``explain(x)`` is accepted too. :func:`explainer` builds one from
+:func:`helpers.attribution.attribute`; :func:`smooth` returns one; both carry a ``.model`` attribute, which
+:func:`sensitivity_max` uses to fix the target to the prediction at ``x`` for every perturbed copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import weakref
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .batching import chunk_size_for, memory_budget, run_chunked
+from .perturbations import (ConstantBaseline, Draw, Fixed, Gaussian, LinfBall, NoisyBaseline, Perturbation,
+                            ShapSubset, Square, square_masks, _baseline_like)
+from .validation import check_images, check_like, check_model, check_target, model_device
+
+__all__ = [
+    # perturbations (re-exported from helpers.perturbations)
+    "Perturbation", "Draw", "Gaussian", "NoisyBaseline", "LinfBall", "ConstantBaseline", "Square", "ShapSubset",
+    "Fixed", "square_masks",
+    # measures
+    "infidelity", "infidelity_from_samples", "beta_rescale", "sensitivity_max", "to_units",
+    # optimal explanations and smoothing
+    "optimal_explanation", "optimal_from_samples", "smooth", "choose_radius", "explainer", "fast_model",
+    "KERNELS",
+]
+
+Explain = Callable[..., torch.Tensor]
+Attributions = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+
+#: Smoothing kernels of :func:`smooth`.
+KERNELS = ("gaussian", "uniform", "truncnorm")
+
+#: Rough bytes of activations per input element in a forward pass of a small CNN (for chunk sizes).
+_ACT_FACTOR = 64
+
+
+# ------------------------------------------------------------------------------------------------ small utilities
+
+
+def _check_radius(radius: object, name: str = "radius") -> float:
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(radius).__name__}")
+    if not math.isfinite(radius) or radius < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {radius}")
+    return float(radius)
+
+
+def _check_n_samples(n: object, name: str = "n_samples") -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def _check_perturbation(p: object) -> Perturbation:
+    if not isinstance(p, Perturbation):
+        raise TypeError(f"perturbation must be a helpers.fidelity.Perturbation (e.g. NoisyBaseline(0.2), Square()), "
+                        f"got {type(p).__name__}")
+    if p.units not in ("local", "global"):
+        raise ValueError(f"perturbation.units must be 'local' or 'global', got {p.units!r}")
+    return p
+
+
+_FAST: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    return tuple((t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
+
+
+def fast_model(model: nn.Module) -> nn.Module:
+    """A forward-only copy of ``model`` in ``channels_last`` memory format when it has 2-d convolutions (faster on
+    CPU with oneDNN and on CUDA), else ``model`` itself. The copy is cached and rebuilt when a weight changes."""
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model
+    key = _fingerprint(model)
+    hit = _FAST.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fast = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    _FAST[model] = (key, fast)
+    return fast
+
+
+def _logit(model: nn.Module, xs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``model(xs)[i, target[i]]`` under inference mode (``xs``: ``B x ...``, target ``B``) -> ``B``."""
+    if xs.dim() == 4:
+        xs = xs.contiguous(memory_format=torch.channels_last)
+    out = model(xs)
+    return out.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def _resolve_target(model: nn.Module, x: torch.Tensor, target, dev: torch.device,
+                    batch_size: Optional[int] = None) -> torch.Tensor:
+    """The target as a LongTensor ``N`` on ``dev``; ``None`` -> the predicted class."""
+    t = check_target(target, x.shape[0])
+    if t is None:
+        fm = fast_model(model)
+        bs = batch_size or chunk_size_for(_bytes(x), device=dev)
+        with torch.inference_mode():
+            t = run_chunked(lambda a, b: fm(x[a:b].to(dev)).argmax(1), x.shape[0], bs)
+        return t.clone()
+    return t.to(dev)
+
+
+def _bytes(x: torch.Tensor) -> int:
+    return max(1, x[0].numel() * x.element_size() * _ACT_FACTOR)
+
+
+def _generator(dev: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=dev).manual_seed(int(seed) % (2**63))
+
+
+def _blocks(n_rows: int, n_samples: int, images_per_chunk: int) -> Tuple[int, int]:
+    """(rows per chunk, samples per chunk) so that one chunk evaluates about ``images_per_chunk`` images."""
+    if n_samples >= images_per_chunk:
+        return 1, max(1, images_per_chunk)
+    return max(1, min(n_rows, images_per_chunk // n_samples)), n_samples
+
+
+def _as_dict(attributions: Attributions) -> Tuple[Dict[str, torch.Tensor], bool]:
+    if isinstance(attributions, torch.Tensor):
+        return {"_": attributions}, True
+    if isinstance(attributions, Mapping) and attributions:
+        return dict(attributions), False
+    raise TypeError(f"attributions must be a tensor like x or a non-empty dict name -> tensor, got "
+                    f"{type(attributions).__name__}")
+
+
+def _explain_arity(explain: Explain) -> int:
+    if not callable(explain):
+        raise TypeError(f"explain must be callable explain(x, target) -> Tensor like x, got {type(explain).__name__}")
+    try:
+        params = [p for p in inspect.signature(explain).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 2
+    return 2 if len(params) >= 2 else 1
+
+
+def _call_explain(explain: Explain, x: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
+    out = explain(x, target) if _explain_arity(explain) == 2 else explain(x)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"explain must return a tensor of the shape of its input {tuple(x.shape)}, got {got}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- infidelity
+
+
+def beta_rescale(dot: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The optimal scale ``β = mean_S(dot·diff) / mean_S(dot²)`` per input (``dot``, ``diff``: ``N x S``) -> ``N``.
+
+    ``β Φ`` minimises ``mean_S (β·IᵀΦ - Δf)²``; a zero denominator gives ``β = 0`` (captum's ``safe_div``).
+    """
+    w = torch.ones_like(dot) if weights is None else weights
+    num, den = (w * dot * diff).sum(-1), (w * dot * dot).sum(-1)
+    return num / torch.where(den == 0, torch.ones_like(den), den)
+
+
+def infidelity_from_samples(dot: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                            normalize: bool = False) -> torch.Tensor:
+    """Infidelity from ``dot = IᵀΦ`` and ``diff = f(x) - f(x - I)``, both ``N x S`` (optional weights ``N x S``) -> ``N``."""
+    w = torch.ones_like(dot) if weights is None else weights
+    if normalize:
+        dot = beta_rescale(dot, diff, w).unsqueeze(-1) * dot
+    return (w * (dot - diff) ** 2).sum(-1) / w.sum(-1)
+
+
+def to_units(attributions: torch.Tensor, x: torch.Tensor, perturbation: Union[Perturbation, float, torch.Tensor],
+             to: str = "global") -> torch.Tensor:
+    """Convert an explanation between local and global units (``Φ_global = Φ_local ⊙ (x - x0)``).
+
+    Args:
+        attributions: ``N x ...`` like ``x``.
+        perturbation: a global perturbation (its baseline ``x0`` is used) or a baseline (number or tensor).
+        to: ``"global"`` multiplies by ``(x - x0)``; ``"local"`` divides by it (0 where ``x == x0``).
+    """
+    check_images(x)
+    check_like(attributions, x, "attributions")
+    if to not in ("global", "local"):
+        raise ValueError(f"to must be 'global' or 'local', got {to!r}")
+    x0 = perturbation.baseline_for(x) if isinstance(perturbation, Perturbation) else _baseline_like(perturbation, x)
+    diff = x - x0.to(x.device)
+    if to == "global":
+        return attributions * diff
+    safe = torch.where(diff == 0, torch.ones_like(diff), diff)
+    return torch.where(diff == 0, torch.zeros_like(attributions), attributions / safe)
+
+
+def _setup(model, x, perturbation, target, n_samples, batch_size):
+    check_model(model)
+    check_images(x)
+    perturbation = _check_perturbation(perturbation)
+    dev = model_device(model)
+    xd = x.to(dev)
+    perturbation.validate(xd)
+    n = perturbation.default_samples(xd) if n_samples is None else _check_n_samples(n_samples)
+    t = _resolve_target(model, xd, target, dev, batch_size)
+    fm = fast_model(model)
+    with torch.inference_mode():
+        fx = _logit(fm, xd, t)
+    per_chunk = batch_size or chunk_size_for(_bytes(x), device=dev)
+    return perturbation, dev, xd, n, t, fm, fx, per_chunk
+
+
+def _evaluate(fm, xd, t, fx, perturbation: Perturbation, n: int, seed: int, per_chunk: int,
+              reduce: Callable[[slice, Draw, torch.Tensor], torch.Tensor], combine: str = "sum") -> torch.Tensor:
+    """Draw perturbations block by block, evaluate ``diff = f(x) - f(x - I)`` and fold each block with ``reduce``.
+
+    ``reduce(rows, draw, diff)`` returns ``r x ...`` partial results; they are summed (``combine="sum"``) or
+    concatenated along dim 1 (``"cat"``) over sample blocks, and concatenated over row blocks.
+    """
+    n_rows = xd.shape[0]
+    rows_per, samples_per = _blocks(n_rows, n, per_chunk)
+    shape = tuple(xd.shape[1:])
+
+    def run(a: int, b: int) -> torch.Tensor:
+        gen = _generator(xd.device, seed * 1_000_003 + a)
+        total, parts = None, []
+        for s0 in range(0, n, samples_per):
+            s = min(samples_per, n - s0)
+            d = perturbation.draw_block(xd, slice(a, b), s0, s, gen)
+            with torch.inference_mode():
+                xp = (xd[a:b].unsqueeze(1) - d.I).reshape((-1,) + shape)
+                fp = _logit(fm, xp, t[a:b].repeat_interleave(s)).view(b - a, s)
+                diff = fx[a:b].unsqueeze(1) - fp
+                part = reduce(slice(a, b), d, diff)
+            if combine == "cat":
+                parts.append(part)
+            else:
+                total = part if total is None else total + part
+        return torch.cat(parts, dim=1) if combine == "cat" else total
+
+    return run_chunked(run, n_rows, rows_per)
+
+
+def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, perturbation: Perturbation,
+               target=None, n_samples: Optional[int] = None, normalize: bool = False, seed: int = 0, *,
+               batch_size: Optional[int] = None) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Explanation infidelity ``E_I[(IᵀΦ - (f(x) - f(x - I)))²]`` per input, estimated with ``n_samples`` draws.
+
+    Args:
+        model: classifier in eval mode (logits ``B x C``).
+        x: inputs ``N x ...``.
+        attributions: ``Φ``, a tensor like ``x`` in the perturbation's units, or a dict ``name -> tensor``: every
+            explanation is then scored on the same perturbations and forward passes (paired, and K times cheaper).
+        perturbation: a :class:`Perturbation` (its ``units`` say how ``IᵀΦ`` is formed).
+        target: LongTensor ``N``, an int, or ``None`` (the predicted class).
+        n_samples: draws per input (``None``: the perturbation's default, e.g. every mask of :class:`Square`).
+        normalize: rescale ``Φ`` by the optimal ``β`` first (scale invariant; captum ``normalize=True``).
+        seed: seed of the device generator (deterministic for a given seed, device and chunking).
+        batch_size: images per forward chunk (default: from the memory budget).
+
+    Returns:
+        ``N`` infidelities (float32, on the CPU), or a dict of them when ``attributions`` is a dict.
+    """
+    perturbation, dev, xd, n, t, fm, fx, per_chunk = _setup(model, x, perturbation, target, n_samples, batch_size)
+    attrs, single = _as_dict(attributions)
+    names = list(attrs)
+    phis = []
+    for k in names:
+        check_like(attrs[k], x, "attributions" if single else f"attributions[{k!r}]")
+        phis.append(attrs[k].to(dev, torch.float32).flatten(1))
+    phi = torch.stack(phis, dim=2)                                          # N x d x K
+
+    def reduce(rows: slice, d: Draw, diff: torch.Tensor) -> torch.Tensor:
+        r, s = diff.shape
+        dot = torch.bmm(d.W.reshape(r, s, -1).float(), phi[rows]).double()  # r x s x K
+        df = diff.double().unsqueeze(-1)
+        w = torch.ones_like(df) if d.weights is None else d.weights.double().view(r, s, 1)
+        sw = w.sum(1).expand(r, dot.shape[2])
+        return torch.stack([(w * (dot - df) ** 2).sum(1), (w * dot * dot).sum(1), (w * dot * df).sum(1),
+                            (w * df * df).sum(1).expand_as(sw), sw], dim=-1)  # r x K x 5
+
+    acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, per_chunk, reduce)
+    sq, a, b, c, sw = acc.unbind(-1)
+    if normalize:
+        beta = b / torch.where(a == 0, torch.ones_like(a), a)
+        val = beta * beta * a - 2 * beta * b + c
+    else:
+        val = sq
+    val = (val / sw).float().cpu()
+    out = {k: val[:, i].contiguous() for i, k in enumerate(names)}
+    return out["_"] if single else out
+
+
+# ------------------------------------------------------------------------------------------------- sensitivity
+
+
+def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_samples: int = 10, seed: int = 0, *,
+                    target=None, form: str = "relative", norm: Union[str, float] = "fro",
+                    batch_size: Optional[int] = None) -> torch.Tensor:
+    """Max-sensitivity of an explanation: ``max_j ‖Φ(x + z_j) - Φ(x)‖`` over ``z_j ~ Uniform(L∞ ball of radius r)``.
+
+    Args:
+        explain: ``explain(x, target) -> Tensor like x`` (or ``explain(x)``); see the module docstring.
+        x: inputs ``N x ...``.
+        radius: L∞ radius ``r >= 0`` of the perturbation ball (captum's ``perturb_radius``, default 0.02).
+        n_samples: perturbed copies per input.
+        target: passed to ``explain`` (repeated for the copies); ``None`` with an ``explain.model`` -> the predicted
+            class at ``x`` for every copy, else ``None`` is passed through.
+        form: ``"relative"`` ``‖ΔΦ‖ / ‖Φ(x)‖`` (captum and the authors' code; a zero norm counts as 1),
+            ``"absolute"`` ``‖ΔΦ‖`` (Def. 3.1), or ``"lipschitz"`` ``‖ΔΦ‖ / ‖z‖`` (a local Lipschitz estimate).
+        norm: vector norm of ``ΔΦ`` (``"fro"`` = L2, as captum's default, or any ``p``).
+
+    Returns:
+        ``N`` sensitivities (float32, CPU).
+    """
+    check_images(x)
+    radius = _check_radius(radius)
+    n = _check_n_samples(n_samples)
+    if form not in ("relative", "absolute", "lipschitz"):
+        raise ValueError(f"form must be 'relative', 'absolute' or 'lipschitz', got {form!r}")
+    model = getattr(explain, "model", None)
+    dev = model_device(model) if isinstance(model, nn.Module) else x.device
+    xd = x.to(dev)
+    if target is None and isinstance(model, nn.Module):
+        target = _resolve_target(model, xd, None, dev)
+    t = check_target(target, x.shape[0])
+    t = None if t is None else t.to(dev)
+    p = 2 if norm == "fro" else norm
+    phi0 = _call_explain(explain, xd, t).detach().flatten(1)
+    n0 = torch.linalg.vector_norm(phi0, ord=p, dim=1)
+    ball = LinfBall(radius)
+    rows_per, samples_per = _blocks(x.shape[0], n, batch_size or max(1, chunk_size_for(_bytes(x), device=dev) // 8))
+    shape = tuple(x.shape[1:])
+
+    def run(a: int, b: int) -> torch.Tensor:
+        gen = _generator(dev, seed * 1_000_003 + a)
+        best = None
+        for s0 in range(0, n, samples_per):
+            s = min(samples_per, n - s0)
+            z = ball.draw(xd[a:b], s, gen).I
+            y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + shape)
+            ty = None if t is None else t[a:b].repeat_interleave(s)
+            phi = _call_explain(explain, y, ty).detach().reshape(b - a, s, -1)
+            dist = torch.linalg.vector_norm(phi - phi0[a:b].unsqueeze(1), ord=p, dim=2)
+            if form == "relative":
+                den = n0[a:b].unsqueeze(1)
+                dist = dist / torch.where(den == 0, torch.ones_like(den), den)
+            elif form == "lipschitz":
+                dz = torch.linalg.vector_norm(z.reshape(b - a, s, -1), ord=2, dim=2)
+                dist = dist / dz.clamp_min(1e-12)
+            m = dist.max(dim=1).values
+            best = m if best is None else torch.maximum(best, m)
+        return best
+
+    return run_chunked(run, x.shape[0], rows_per).float().cpu()
+
+
+# ------------------------------------------------------------------------------------------ optimal explanation
+
+
+def _solve_psd(g: torch.Tensor, r: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Solve ``(G + ridge Id) φ = r`` for symmetric PSD ``G`` (``... x d x d``, ``r``: ``... x d x k``): Cholesky when
+    ``ridge > 0`` and it succeeds, else the pseudo-inverse (minimum-norm least squares)."""
+    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    if ridge > 0:
+        l, info = torch.linalg.cholesky_ex(g + ridge * eye)
+        if not bool((info != 0).any()):
+            return torch.cholesky_solve(r, l)
+        return torch.linalg.pinv(g + ridge * eye, hermitian=True) @ r
+    return torch.linalg.pinv(g, hermitian=True) @ r
+
+
+def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                         ridge: float = 0.0, second_moment: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                         ) -> torch.Tensor:
+    """Infidelity-optimal explanation from samples: ``argmin_Φ Σ_s w_s (W_sᵀΦ - diff_s)²`` (+ ``ridge ‖Φ‖²``).
+
+    Args:
+        W: ``N x S x d`` (or ``S x d``, shared by every input) what multiplies ``Φ`` (``I`` or the mask).
+        diff: ``N x S`` the values ``f(x) - f(x - I)``.
+        weights: optional ``N x S`` (or ``S``) sample weights.
+        ridge: ``λ >= 0`` added to ``E[WWᵀ]``; 0 uses the pseudo-inverse (for a singular ``E[WWᵀ]``).
+        second_moment: ``(u, D)`` (each ``N x d``) when ``E[WWᵀ] = u uᵀ + diag(D)`` is known: then only the d-vector
+            ``E[W diff]`` is estimated and the solve is Sherman-Morrison, O(d) per input.
+
+    Returns:
+        ``N x d`` explanations (float64 solves, float32 result).
+    """
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    shared = W.dim() == 2
+    wts = torch.ones(diff.shape, dtype=torch.float64, device=diff.device) if weights is None else weights.double()
+    wts = wts.expand(diff.shape)
+    sw = wts.sum(-1, keepdim=True)                                            # N x 1
+    Wd = W.double()
+    if shared:
+        r = torch.einsum("sd,ns->nd", Wd, wts * diff.double()) / sw
+    else:
+        r = torch.einsum("nsd,ns->nd", Wd, wts * diff.double()) / sw          # E[W diff]
+    if second_moment is not None:
+        u, dg = (t.double().flatten(1) for t in second_moment)
+        dg = dg + ridge
+        dinv_r, dinv_u = r / dg, u / dg
+        coef = (u * dinv_r).sum(1, keepdim=True) / (1.0 + (u * dinv_u).sum(1, keepdim=True))
+        return (dinv_r - coef * dinv_u).float()
+    if shared:
+        if weights is not None and wts.shape[0] > 1 and not bool((wts == wts[:1]).all()):
+            raise ValueError("shared W needs the same weights for every input")
+        w0 = wts[0]
+        g = (Wd * w0[:, None]).T @ Wd / w0.sum()
+        return _solve_psd(g, r.T, ridge).T.float()
+    g = torch.einsum("nsd,ns,nse->nde", Wd, wts, Wd) / sw.unsqueeze(-1)
+    return _solve_psd(g, r.unsqueeze(-1), ridge).squeeze(-1).float()
+
+
+def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturbation, target=None,
+                        n_samples: Optional[int] = None, ridge: float = 0.0, *, method: str = "auto", seed: int = 0,
+                        batch_size: Optional[int] = None) -> torch.Tensor:
+    """The infidelity-optimal explanation ``Φ* = E[IIᵀ]⁻¹ E[I (f(x) - f(x - I))]`` (Yeh et al., Thm 3.1), in the
+    perturbation's units.
+
+    Methods:
+        ``"closed_form"`` (local perturbations with a known ``E[IIᵀ] = u uᵀ + diag(D)``: :class:`Gaussian`,
+        :class:`NoisyBaseline`): only ``E[I Δf]`` is sampled; Sherman-Morrison solve, O(d) per input.
+        ``"lstsq"``: least squares on the sampled perturbations, one batched solve per input (one shared solve for
+        the global perturbations, whose masks do not depend on ``x``: the same masks serve every input); ``ridge``
+        regularises, ``ridge=0`` uses the pseudo-inverse when ``E[IIᵀ]`` is singular (the rebuttal's remedy).
+        ``"auto"``: closed form when available, else least squares.
+
+    Args:
+        n_samples: perturbations per input (``None``: the perturbation's default).
+        ridge: ``λ >= 0`` added to the diagonal of ``E[IIᵀ]``.
+
+    Returns:
+        ``N x ...`` like ``x`` (float32, CPU).
+    """
+    if not isinstance(ridge, (int, float)) or isinstance(ridge, bool) or ridge < 0 or not math.isfinite(ridge):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    if method not in ("auto", "closed_form", "lstsq"):
+        raise ValueError(f"method must be 'auto', 'closed_form' or 'lstsq', got {method!r}")
+    perturbation, dev, xd, n, t, fm, fx, per_chunk = _setup(model, x, perturbation, target, n_samples, batch_size)
+    has_closed = hasattr(perturbation, "second_moment") and perturbation.units == "local"
+    if method == "closed_form" and not has_closed:
+        raise ValueError(f"{type(perturbation).__name__} has no known E[IIᵀ]; use method='lstsq'")
+    use_closed = method == "closed_form" or (method == "auto" and has_closed)
+    shape, N = tuple(x.shape[1:]), x.shape[0]
+
+    if use_closed:
+        def reduce(rows, d, diff):
+            w = torch.ones_like(diff) if d.weights is None else d.weights
+            return torch.cat([torch.einsum("rsd,rs->rd", d.W.flatten(2).double(), (w * diff).double()),
+                              w.double().sum(1, keepdim=True)], dim=1)
+        acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, per_chunk, reduce)
+        r = acc[:, :-1] / acc[:, -1:]
+        u, dg = (v.double().flatten(1) for v in perturbation.second_moment(xd))
+        dg = dg + ridge
+        coef = (u * r / dg).sum(1, keepdim=True) / (1.0 + (u * u / dg).sum(1, keepdim=True))
+        return ((r - coef * u) / dg).float().reshape(x.shape).cpu()
+
+    if perturbation.units == "global" and hasattr(perturbation, "masks"):
+        # masks independent of x: draw them once, share them across inputs, one d x d solve for all inputs
+        m, w = perturbation.masks(xd[:1], n, _generator(dev, seed), 0)
+        m = m.reshape((n,) + shape).to(torch.float32)
+        shared = _SharedMasks(m, xd - perturbation.baseline_for(xd))
+        diffs = _evaluate(fm, xd, t, fx, shared, n, seed, per_chunk, lambda rows, d, diff: diff, combine="cat")
+        return optimal_from_samples(m.reshape(n, -1), diffs, None if w is None else w.reshape(1, n).expand(N, n),
+                                    ridge).reshape(x.shape).cpu()
+
+    # local perturbation without a known second moment: per-input Gram matrices, accumulated block by block
+    d_feat = int(math.prod(shape))
+
+    def reduce(rows, d, diff):
+        W = d.W.flatten(2).double()
+        w = torch.ones_like(diff).double() if d.weights is None else d.weights.double()
+        g = torch.einsum("rsd,rs,rse->rde", W, w, W)
+        r = torch.einsum("rsd,rs->rd", W, w * diff.double())
+        return torch.cat([g, r.unsqueeze(1), w.sum(1).view(-1, 1, 1).expand(-1, 1, d_feat)], dim=1)
+
+    acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, min(per_chunk, 4096), reduce)
+    sw = acc[:, -1:, :1]
+    g, r = acc[:, :d_feat] / sw, acc[:, d_feat] / sw[:, 0]
+    return _solve_psd(g, r.unsqueeze(-1), ridge).squeeze(-1).float().reshape(x.shape).cpu()
+
+
+class _SharedMasks(Perturbation):
+    """Internal: the same masks ``M`` (``n x ...``) for every input, ``I = M ⊙ (x - x0)`` built block by block."""
+
+    units = "global"
+
+    def __init__(self, m: torch.Tensor, diff: torch.Tensor) -> None:
+        self.m, self.diff = m, diff                                        # n x ..., N x ...
+
+    def draw_block(self, x, rows, start, n, generator=None):
+        m = self.m[start:start + n].unsqueeze(0)
+        W = m.expand((rows.stop - rows.start,) + tuple(m.shape[1:]))
+        return Draw(m * self.diff[rows].unsqueeze(1), W, None)
+
+
+# -------------------------------------------------------------------------------------------------- smoothing
+
+
+def _kernel_noise(kind: str, radius: float, shape, gen: torch.Generator, dev, dtype) -> torch.Tensor:
+    if kind == "gaussian":
+        return torch.randn(shape, generator=gen, device=dev, dtype=dtype).mul_(radius)
+    if kind == "uniform":
+        return torch.rand(shape, generator=gen, device=dev, dtype=dtype).mul_(2 * radius).sub_(radius)
+    lo = torch.special.ndtr(torch.tensor(-2.0, dtype=torch.float64)).item()
+    u = torch.rand(shape, generator=gen, device=dev, dtype=torch.float64).mul_(1 - 2 * lo).add_(lo)
+    return torch.special.ndtri(u).to(dtype).mul_(radius)
+
+
+def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_samples: int = 50, seed: int = 0, *,
+           batch_size: Optional[int] = None) -> Explain:
+    """Smoothed explanation ``Φ_SG(x) = (1/S) Σ_s Φ(x + z_s)`` (SmoothGrad for ``Φ`` = Grad).
+
+    Args:
+        explain: ``explain(x, target) -> Tensor like x`` (or ``explain(x)``).
+        kernel: ``"gaussian"`` (``z ~ N(0, r² Id)``), ``"uniform"`` (``z ~ U([-r, r]^d)``, the L∞ ball of the
+            authors' code) or ``"truncnorm"`` (``N(0, r²)`` truncated to ``[-2r, 2r]`` per pixel).
+        radius: ``r >= 0`` (``0`` returns an explanation equal to ``explain``'s).
+        n_samples: noisy copies per input ``S``.
+        seed: noise seed (the same input gets the same noise on every call, so ``Φ_SG`` is a function).
+
+    Returns:
+        ``explain_sg(x, target=None) -> Tensor like x`` with a ``.model`` attribute copied from ``explain``.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    radius = _check_radius(radius)
+    S = _check_n_samples(n_samples)
+    _explain_arity(explain)
+    model = getattr(explain, "model", None)
+
+    def explain_sg(x: torch.Tensor, target=None) -> torch.Tensor:
+        check_images(x)
+        t = check_target(target, x.shape[0])
+        if t is None and isinstance(model, nn.Module):
+            t = _resolve_target(model, x.to(model_device(model)), None, model_device(model))
+        dev = x.device if t is None else t.device
+        xd = x.to(dev)
+        shape = tuple(x.shape[1:])
+        rows = batch_size or max(1, chunk_size_for(_bytes(x) * 4, device=dev) // S)
+
+        def run(a: int, b: int) -> torch.Tensor:
+            gen = _generator(dev, seed * 1_000_003 + a)
+            z = _kernel_noise(kernel, radius, (b - a, S) + shape, gen, dev, xd.dtype)
+            y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + shape)
+            ty = None if t is None else t[a:b].repeat_interleave(S)
+            return _call_explain(explain, y, ty).detach().reshape((b - a, S) + shape).mean(1)
+
+        return run_chunked(run, x.shape[0], rows)
+
+    explain_sg.model = model
+    explain_sg.__doc__ = f"{kernel} smoothing (radius {radius}, {S} samples) of {getattr(explain, '__name__', explain)}"
+    return explain_sg
+
+
+def explainer(model: nn.Module, method: str = "grad", **options) -> Explain:
+    """``explain(x, target=None)`` calling :func:`helpers.attribution.attribute` (``None`` -> predicted class).
+
+    Example: ``sensitivity_max(explainer(model, "ig", baseline="zero"), x, radius=0.1, n_samples=10)``.
+    """
+    check_model(model)
+
+    def explain(x: torch.Tensor, target=None) -> torch.Tensor:
+        from .attribution import attribute
+
+        return attribute(model, x, target=target, method=method, **options)
+
+    explain.model = model
+    explain.__name__ = f"explain_{method}"
+    return explain
+
+
+def choose_radius(model: nn.Module, x: torch.Tensor, explain: Explain, perturbation: Perturbation,
+                  radii: Sequence[float], *, kernel: str = "gaussian", n_smooth: int = 20,
+                  n_samples: Optional[int] = None, target=None, to_global: bool = False, normalize: bool = False,
+                  seed: int = 0) -> Tuple[float, Dict[float, float]]:
+    """Pick the smoothing radius with the least mean infidelity on ``x`` (use the validation split).
+
+    Every radius is scored on the same perturbations and forward passes. ``to_global=True`` multiplies each smoothed
+    explanation by ``(x - x0)`` first (for a global perturbation and a gradient-like ``explain``).
+
+    Returns:
+        ``(best radius, {radius: mean infidelity})``.
+    """
+    if not radii:
+        raise ValueError("radii must be a non-empty sequence of radii >= 0")
+    dev = model_device(model)
+    t = _resolve_target(model, x.to(dev), target, dev)
+    xd = x.to(dev)
+    attrs = {}
+    for r in radii:
+        _check_radius(r)
+        phi = smooth(explain, kernel, r, n_smooth, seed=seed)(xd, t) if r > 0 else _call_explain(explain, xd, t)
+        attrs[str(float(r))] = to_units(phi, xd, perturbation, "global") if to_global else phi
+    inf = infidelity(model, xd, attrs, perturbation, target=t, n_samples=n_samples, normalize=normalize,
+                     seed=seed + 1)
+    scores = {float(k): float(v.mean()) for k, v in inf.items()}
+    best = min(scores, key=scores.get)
+    return best, scores
