@@ -1,0 +1,63 @@
+"""helpers top level (device, seed, scale) and the public names of DESIGN.md that notebooks and users rely on."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+
+PUBLIC_NAMES = {
+    "helpers": ["device", "seed_everything", "scale"],
+    "helpers.data": ["load_mnist", "load_digits_shift"],
+    "helpers.models": ["get_model"],
+    "helpers.batching": ["run_chunked", "forward", "predict"],
+    "helpers.attribution": ["attribute"],
+    "helpers.abc": ["abc_confidence"],
+    "helpers.fidelity": ["NoisyBaseline", "Square", "Gaussian", "ConstantBaseline", "ShapSubset", "infidelity",
+                         "sensitivity_max", "optimal_explanation", "smooth", "to_units"],
+    "helpers.calibration": ["TemperatureScaling", "PlattScaling", "CombinedConfidence"],
+    "helpers.metrics": ["error_auroc", "aurc", "risk_coverage", "ece", "ood_auroc", "bootstrap_ci"],
+    "helpers.shifts": ["fgsm", "pgd"],
+    "helpers.report": ["save_results"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_NAMES))
+def test_public_names_exist(module):
+    mod = importlib.import_module(module)
+    missing = [n for n in PUBLIC_NAMES[module] if not hasattr(mod, n)]
+    assert not missing, f"{module} lacks {missing}"
+
+
+def test_scale_reads_environment(monkeypatch):
+    monkeypatch.setenv("SCALE", "full")
+    assert helpers.scale() == "full" and helpers.is_full()
+    monkeypatch.setenv("SCALE", "Quick")
+    assert helpers.scale() == "quick"
+    monkeypatch.setenv("SCALE", "huge")
+    with pytest.raises(ValueError, match="SCALE"):
+        helpers.scale()
+    monkeypatch.delenv("SCALE")
+    assert helpers.scale() == ("full" if torch.cuda.is_available() else "quick")
+
+
+def test_device_prefers_override_then_cuda(monkeypatch):
+    monkeypatch.setenv("HELPERS_DEVICE", "cpu")
+    assert helpers.device() == torch.device("cpu")
+    monkeypatch.delenv("HELPERS_DEVICE")
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert helpers.device().type == expected
+
+
+def test_seed_everything_repeats_every_generator():
+    g1 = helpers.seed_everything(123)
+    a = (np.random.rand(3), torch.rand(3), torch.rand(3, generator=g1))
+    g2 = helpers.seed_everything(123)
+    b = (np.random.rand(3), torch.rand(3), torch.rand(3, generator=g2))
+    assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    with pytest.raises(TypeError, match="seed"):
+        helpers.seed_everything(1.5)
