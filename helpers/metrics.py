@@ -39,6 +39,7 @@ __all__ = [
     "CI",
     "bootstrap_ci",
     "paired_bootstrap_ci",
+    "confidence_table",
 ]
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float]]  # noqa: F821 - torch only in the string
@@ -373,3 +374,39 @@ def paired_bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], confi
         raise ValueError(f"confidence_a and confidence_b must have the same length, got {a.shape[0]} and {b.shape[0]}")
     corr = _as_correct(correct, a.shape[0])
     return bootstrap_ci(lambda x, y, c: metric(x, c) - metric(y, c), a, b, corr, n=n, seed=seed, level=level)
+
+
+def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n_boot: int = 1000, seed: int = 0,
+                     n_bins: int = 15, reference: Union[str, None] = None) -> list:
+    """One row per method: error AUROC, error AUPR, AURC and ECE, each with a 95% bootstrap CI.
+
+    With ``reference`` (a key of ``confidences``), each row also gets the paired bootstrap CI of
+    ``AUROC(method) - AUROC(reference)`` and ``AURC(method) - AURC(reference)`` (same resamples for both).
+    ECE treats each confidence as a probability of being correct (so it is only meaningful for calibrated ones).
+
+    Returns:
+        list of dicts (``method``, ``auroc``, ``auroc_lo``, ``auroc_hi``, ... ), ready for a DataFrame or
+        :func:`helpers.report.save_results`.
+    """
+    corr = _as_correct(correct, as_array(correct, "correct").shape[0])
+    rows = []
+    for name, conf in confidences.items():
+        c = as_array(conf, f"confidences[{name!r}]")
+        if c.shape[0] != corr.shape[0]:
+            raise ValueError(f"confidences[{name!r}] has length {c.shape[0]}, correct has {corr.shape[0]}")
+        row: Dict[str, object] = {"method": name}
+        metrics = {"auroc": error_auroc, "aupr": error_aupr, "aurc": aurc}
+        if c.min() >= 0.0 and c.max() <= 1.0:
+            metrics["ece"] = lambda a, b: ece(a, b, n_bins)
+        for key, fn in metrics.items():
+            ci = bootstrap_ci(fn, c, corr, n=n_boot, seed=seed)
+            row.update({key: ci.estimate, f"{key}_lo": ci.low, f"{key}_hi": ci.high})
+        if "ece" not in metrics:
+            row.update({"ece": float("nan"), "ece_lo": float("nan"), "ece_hi": float("nan")})
+        if reference is not None and name != reference:
+            ref = confidences[reference]
+            for key, fn in (("auroc", error_auroc), ("aurc", aurc)):
+                d = paired_bootstrap_ci(fn, c, ref, corr, n=n_boot, seed=seed)
+                row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high})
+        rows.append(row)
+    return rows

@@ -169,3 +169,16 @@ def test_bad_input_other():
         M.bootstrap_ci(M.error_auroc, [0.1, 0.2, 0.3], [1, 1, 1], n=5)
     with pytest.warns(RuntimeWarning, match="unreliable"):  # one error in four: many resamples lack it
         M.bootstrap_ci(M.error_auroc, [0.1, 0.2, 0.3, 0.4], [1, 1, 1, 0], n=50)
+
+
+def test_confidence_table_rows():
+    conf, correct = _random_case(0, n=300)
+    prob = 1 / (1 + np.exp(-conf))
+    rows = M.confidence_table({"a": prob, "b": np.clip(prob + 0.1 * np.sin(np.arange(300)), 0, 1)}, correct,
+                              n_boot=50, reference="a")
+    assert [r["method"] for r in rows] == ["a", "b"]
+    assert rows[0]["auroc"] == pytest.approx(M.error_auroc(prob, correct))
+    assert rows[0]["auroc_lo"] <= rows[0]["auroc"] <= rows[0]["auroc_hi"]
+    assert rows[1]["d_auroc"] == pytest.approx(M.error_auroc(rows and np.clip(prob + 0.1 * np.sin(np.arange(300)), 0, 1),
+                                                             correct) - rows[0]["auroc"])
+    assert "d_auroc" not in rows[0]

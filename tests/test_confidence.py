@@ -1,0 +1,99 @@
+"""helpers.confidence: Trust Score against the published KD-tree formula, MC dropout, max softmax; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KDTree
+
+from helpers import confidence as K
+from helpers import metrics as M
+
+
+def _published_trust_score(x_train, y_train, x, y_pred, k=2, min_dist=1e-12):
+    """The authors' formula (google/TrustScore, alpha = 0): k-th NN distance per class with KD-trees."""
+    n_labels = int(y_train.max()) + 1
+    d = np.empty((x.shape[0], n_labels))
+    for c in range(n_labels):
+        d[:, c] = KDTree(x_train[y_train == c]).query(x, k=k)[0][:, -1]
+    sorted_d = np.sort(d, axis=1)
+    d_to_pred = d[np.arange(d.shape[0]), y_pred]
+    d_other = np.where(sorted_d[:, 0] != d_to_pred, sorted_d[:, 0], sorted_d[:, 1])
+    return d_other / (d_to_pred + min_dist)
+
+
+def test_trust_score_matches_published_formula():
+    rng = np.random.default_rng(0)
+    x_train = rng.normal(size=(300, 5)) + np.repeat(np.eye(3, 5) * 3, 100, axis=0)
+    y_train = np.repeat(np.arange(3), 100)
+    x = rng.normal(size=(40, 5)) * 2
+    pred = rng.integers(0, 3, 40)
+    ts = K.TrustScore().fit(torch.tensor(x_train, dtype=torch.float64), torch.tensor(y_train))
+    got = ts.score(torch.tensor(x, dtype=torch.float64), torch.tensor(pred)).numpy()
+    np.testing.assert_allclose(got, _published_trust_score(x_train, y_train, x, pred), rtol=1e-6)
+    # hand case: 1-D, classes at {0, 1} and {10, 11}; x = 2 predicted class 0: 2nd NN distances 2 and 9 -> 4.5
+    ts1 = K.TrustScore().fit(torch.tensor([[0.0], [1.0], [10.0], [11.0]]), torch.tensor([0, 0, 1, 1]))
+    assert ts1.score(torch.tensor([[2.0]]), torch.tensor([0])).item() == pytest.approx(9 / 2)
+    assert ts1.score(torch.tensor([[2.0]]), torch.tensor([1])).item() == pytest.approx(2 / 9)
+
+
+def test_trust_score_density_filter_drops_outliers():
+    x = torch.cat([torch.randn(100, 2, generator=torch.Generator().manual_seed(0)), torch.tensor([[50.0, 50.0]])])
+    ts = K.TrustScore(alpha=0.05).fit(x, torch.zeros(101, dtype=torch.long))
+    assert ts.class_features_[0].shape[0] < 101
+    assert not bool((ts.class_features_[0] == 50.0).all(dim=1).any())
+
+
+def test_mc_dropout_and_max_softmax(mnist_small):
+    from helpers.models import get_model
+
+    x, y = mnist_small
+    model = get_model("cnn_dropout", device="cpu")
+    r1 = K.mc_dropout(model, x, n_passes=8, seed=0)
+    r2 = K.mc_dropout(model, x, n_passes=8, seed=0, chunk_size=32)
+    torch.testing.assert_close(r1.mean_probs, r2.mean_probs)  # seeded per chunk start: same chunks, same result
+    assert not model.drop1.training and not model.training  # dropout switched back off
+    torch.testing.assert_close(r1.mean_probs.sum(1), torch.ones(len(x)))
+    assert ((r1.agreement >= 0) & (r1.agreement <= 1)).all()
+    # the passes really differ (dropout is on) but agree with the deterministic prediction on easy digits
+    assert not torch.allclose(K.mc_dropout(model, x, n_passes=8, seed=1).mean_probs, r1.mean_probs)
+    det = torch.softmax(model(x), 1)
+    assert (r1.scored == det.argmax(1)).float().mean() > 0.9
+    # scoring another model's prediction
+    target = torch.zeros(len(x), dtype=torch.long)
+    r3 = K.mc_dropout(model, x, n_passes=4, target=target)
+    assert torch.equal(r3.scored, target)
+    torch.testing.assert_close(K.max_softmax(det.log()), det.max(1).values)
+
+
+def test_trust_score_on_cnn_features_flags_errors(cnn, mnist_test):
+    from helpers.batching import predict
+    from helpers.data import load_mnist
+
+    xt, yt = load_mnist("train")
+    ts = K.TrustScore().fit(K.penultimate_features(cnn, xt[:3000]), yt[:3000])
+    x, y = mnist_test
+    pred = predict(cnn, x[:2000])
+    score = ts.score(K.penultimate_features(cnn, x[:2000]), pred)
+    correct = (pred == y[:2000]).numpy()
+    assert M.error_auroc(score, correct) > 0.8
+
+
+def test_bad_input(cnn, mnist_small):
+    x, _ = mnist_small
+    with pytest.raises(ValueError, match="no nn.Dropout"):
+        K.mc_dropout(cnn, x)
+    with pytest.raises(ValueError, match="features"):
+        K.TrustScore().fit(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="NaN"):
+        K.TrustScore().fit(torch.tensor([[np.nan, 1.0]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="no example of class 1"):
+        K.TrustScore().fit(torch.randn(4, 2), torch.tensor([0, 0, 2, 2]))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        K.TrustScore().score(torch.randn(2, 2), torch.tensor([0, 1]))
+    ts = K.TrustScore().fit(torch.randn(6, 2), torch.tensor([0, 0, 0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="predicted"):
+        ts.score(torch.randn(3, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="alpha"):
+        K.TrustScore(alpha=1.0)
