@@ -1,0 +1,247 @@
+"""Student copies of the master notebooks: ``python -m helpers.student notebooks`` (``make student``).
+
+A master notebook marks an exercise with a code cell tagged ``solution`` that starts with ``# EXERCISE: <task>`` and
+defines one function (signature, docstring, reference body); the next cell, tagged ``check``, calls
+``helpers.checks.check_<function>(<function>)``. The student copy (``notebooks/student/NN_name.ipynb``) is the
+master with
+
+* each solution body replaced by ``raise NotImplementedError("Exercise: <task>")`` (the ``# EXERCISE`` line, the
+  signature, the docstring and any ``# HINT`` comment lines of the body are kept; the cell is re-tagged
+  ``exercise``),
+* a check cell after every exercise (the master's, or a generated one when the master has none),
+* the Colab badge pointing at the student copy, a note saying it is generated, and no outputs.
+
+Only notebooks with at least one exercise get a student copy. The output is a pure function of the masters
+(cell ids kept, generated cells get ids derived from the exercise), so CI can regenerate the copies and compare
+bytes: ``python -m helpers.student notebooks --check`` exits with status 1 when a copy is missing or stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import nbformat
+
+__all__ = ["Exercise", "ExerciseError", "stub_source", "find_exercises", "make_student_notebook", "generate",
+           "STUDENT_DIR_NAME", "main"]
+
+STUDENT_DIR_NAME = "student"
+_EXERCISE_RE = re.compile(r"^#\s*EXERCISE:\s*(?P<task>.+?)\s*$")
+_HINT_RE = re.compile(r"^\s*#\s*hint\b", re.IGNORECASE)
+_BADGE_RE = re.compile(r"(colab\.research\.google\.com/github/[^)\s]+/blob/[^/)\s]+/notebooks/)(?!student/)"
+                       r"(?P<name>[^)\s/]+\.ipynb)")
+
+
+class ExerciseError(ValueError):
+    """A solution cell that does not follow the exercise convention (the message names notebook and cell)."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the function to write, its one-line task, and the check that grades it."""
+
+    name: str
+    task: str
+    notebook: str
+    cell: int
+
+    @property
+    def check(self) -> str:
+        return f"check_{self.name}"
+
+
+def _tags(cell) -> List[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def stub_source(source: str, where: str = "solution cell") -> Tuple[str, str, str]:
+    """Turn a solution cell's source into the student stub.
+
+    Returns:
+        ``(stub source, function name, task)``.
+
+    Raises:
+        ExerciseError: when the cell does not start with ``# EXERCISE: ...`` or does not define exactly one
+            top-level function with its body on separate lines.
+    """
+    lines = source.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    m = _EXERCISE_RE.match(lines[first].strip()) if first is not None else None
+    if m is None:
+        raise ExerciseError(f"{where}: a cell tagged 'solution' must start with '# EXERCISE: <one-line task>'")
+    task = m.group("task")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ExerciseError(f"{where}: the solution does not parse: {err}") from err
+    funcs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if len(funcs) != 1:
+        raise ExerciseError(f"{where}: a solution cell must define exactly one top-level function, found "
+                            f"{len(funcs)}")
+    fn = funcs[0]
+    body = fn.body
+    has_doc = (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+               and isinstance(body[0].value.value, str))
+    first_stmt = body[0]
+    if first_stmt.lineno == fn.lineno:
+        raise ExerciseError(f"{where}: put the body of {fn.name}() on its own lines")
+    indent = " " * first_stmt.col_offset
+    keep_to = body[0].end_lineno if has_doc else first_stmt.lineno - 1   # 1-based, inclusive
+    removed = lines[keep_to:fn.end_lineno]
+    hints = [line for line in removed if _HINT_RE.match(line)]
+    stub = (lines[:keep_to] + hints + [f"{indent}raise NotImplementedError({json.dumps('Exercise: ' + task)})"]
+            + lines[fn.end_lineno:])
+    out = "\n".join(stub)
+    ast.parse(out)  # the stub must be valid Python
+    return out, fn.name, task
+
+
+def _check_source(name: str) -> str:
+    return ("# Check your function: each case prints ✓ or ✗ (which case, expected vs got).\n"
+            "import helpers.checks as checks\n"
+            f"checks.check_{name}({name})")
+
+
+def find_exercises(nb, notebook: str = "notebook") -> List[Exercise]:
+    """The exercises of a master notebook (cells tagged ``solution``), validated against :mod:`helpers.checks`."""
+    from . import checks
+
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "solution" in _tags(cell):
+            _, name, task = stub_source(cell.source, f"{notebook} cell {i}")
+            if name not in checks.EXERCISES:
+                raise ExerciseError(f"{notebook} cell {i}: no check for exercise {name!r} in helpers.checks "
+                                    f"(known: {', '.join(checks.EXERCISES)})")
+            nxt = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
+            if nxt is not None and "check" in _tags(nxt) and f"check_{name}" not in nxt.source:
+                raise ExerciseError(f"{notebook} cell {i + 1}: the check cell after exercise {name!r} must call "
+                                    f"check_{name}")
+            found.append(Exercise(name, task, notebook, i))
+    return found
+
+
+def _student_badge(source: str) -> str:
+    return _BADGE_RE.sub(lambda m: f"{m.group(1)}{STUDENT_DIR_NAME}/{m.group('name')}", source)
+
+
+def make_student_notebook(nb, notebook: str = "notebook") -> Tuple[Optional[object], List[Exercise]]:
+    """The student copy of master notebook ``nb`` (an nbformat v4 node) and its exercises.
+
+    Returns ``(None, [])`` for a notebook without exercises. ``nb`` is not modified.
+    """
+    exercises = find_exercises(nb, notebook)
+    if not exercises:
+        return None, []
+    out = nbformat.v4.new_notebook(metadata=json.loads(json.dumps(nb.metadata)))
+    out.nbformat, out.nbformat_minor = 4, max(5, int(nb.get("nbformat_minor", 5)))
+    by_cell = {e.cell: e for e in exercises}
+    cells = []
+    for i, cell in enumerate(nb.cells):
+        c = nbformat.from_dict(json.loads(json.dumps(cell)))
+        if c.cell_type == "code":
+            c.outputs, c.execution_count = [], None
+        c.setdefault("id", f"cell-{i}")
+        if i in by_cell:
+            ex = by_cell[i]
+            c.source, _, _ = stub_source(cell.source, f"{notebook} cell {i}")
+            c.metadata["tags"] = ["exercise" if t == "solution" else t for t in _tags(cell)]
+            cells.append(c)
+            nxt = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
+            if nxt is None or "check" not in _tags(nxt):
+                cells.append(nbformat.v4.new_code_cell(_check_source(ex.name), id=f"check-{ex.name}",
+                                                       metadata={"tags": ["check"]}))
+            continue
+        if i == 0 and c.cell_type == "markdown":
+            c.source = _student_badge(c.source)
+        cells.append(c)
+    names = ", ".join(f"`{e.name}`" for e in exercises)
+    note = nbformat.v4.new_markdown_cell(
+        f"> **Student copy**, generated from `notebooks/{notebook}` by `make student`; do not edit it by hand.\n"
+        f"> It has {len(exercises)} exercise(s): {names}. Each exercise cell (search for `NotImplementedError`)\n"
+        "> keeps the signature and the docstring: write the body, run the cell, then run the check cell below it,\n"
+        "> which prints which case failed, with the expected and the obtained values. Cells further down that use\n"
+        "> your function run once it passes.",
+        id="student-note")
+    cells.insert(1 if cells and cells[0].cell_type == "markdown" else 0, note)
+    out.cells = cells
+    nbformat.validate(out)
+    return out, exercises
+
+
+def _dumps(nb) -> str:
+    return nbformat.writes(nb, version=4) + "\n"
+
+
+def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = False,
+             verbose: bool = True) -> Dict[str, object]:
+    """Write (or, with ``check``, compare) the student copies of every ``NN_*.ipynb`` in ``master_dir``.
+
+    Returns ``{"exercises": [Exercise...], "written": [...], "stale": [...], "extra": [...]}``; ``stale`` lists
+    copies that are missing or differ (``check=True``) and ``extra`` copies whose master no longer has exercises
+    (deleted unless ``check``).
+    """
+    master_dir = Path(master_dir)
+    out_dir = Path(out_dir) if out_dir is not None else master_dir / STUDENT_DIR_NAME
+    masters = sorted(master_dir.glob("[0-9][0-9]_*.ipynb"))
+    exercises: List[Exercise] = []
+    wanted: Dict[str, str] = {}
+    for path in masters:
+        nb = nbformat.read(path, as_version=4)
+        student, ex = make_student_notebook(nb, path.name)
+        exercises += ex
+        if student is not None:
+            wanted[path.name] = _dumps(student)
+    existing = {p.name for p in out_dir.glob("[0-9][0-9]_*.ipynb")} if out_dir.exists() else set()
+    stale = [n for n, text in wanted.items() if not (out_dir / n).exists() or (out_dir / n).read_text() != text]
+    extra = sorted(existing - set(wanted))
+    written: List[str] = []
+    if not check:
+        from .io import atomic_write_bytes
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in stale:
+            atomic_write_bytes(out_dir / name, wanted[name].encode())
+            written.append(name)
+        for name in extra:
+            (out_dir / name).unlink()
+    if verbose:
+        for e in exercises:
+            print(f"{e.notebook}: exercise {e.name} -> helpers.checks.{e.check}")
+        if check:
+            for name in stale:
+                print(f"STALE: {out_dir / name} differs from what `make student` generates")
+            for name in extra:
+                print(f"EXTRA: {out_dir / name} has no master with exercises")
+        else:
+            print(f"{len(wanted)} student notebook(s) in {out_dir} ({len(written)} written, {len(extra)} removed), "
+                  f"{len(exercises)} exercise(s)")
+    return {"exercises": exercises, "written": written, "stale": stale, "extra": extra}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.student", description=__doc__.split("\n\n")[0])
+    parser.add_argument("master_dir", nargs="?", default="notebooks", help="folder of the master notebooks")
+    parser.add_argument("--out", default=None, help="output folder (default: <master_dir>/student)")
+    parser.add_argument("--check", action="store_true", help="only check that the copies are current (exit 1 if not)")
+    args = parser.parse_args(argv)
+    try:
+        report = generate(Path(args.master_dir), Path(args.out) if args.out else None, check=args.check)
+    except ExerciseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.check and (report["stale"] or report["extra"]):
+        print("student copies are out of date: run `make student` and commit notebooks/student/", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
