@@ -1,0 +1,164 @@
+"""Every notebook (masters and student copies) works for a person opening it in Colab, Binder or a classroom:
+a Colab badge to itself, a first code cell that installs the package on Colab only, a papermill "parameters" cell,
+no stored outputs, and a last cell that saves its results. Binder's environment.yml names every runtime dependency."""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import re
+import subprocess
+import sys
+import tomllib
+import types
+
+import nbformat
+import pytest
+
+from helpers import PROJECT_ROOT
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) + sorted((NOTEBOOK_DIR / "student").glob("[0-9][0-9]_*.ipynb"))
+IDS = [str(p.relative_to(NOTEBOOK_DIR)) for p in NOTEBOOKS]
+REPO = "trustworthy-dl/abc-infidelity-notebooks"
+BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def _read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_there_are_notebooks():
+    assert any(p.parent == NOTEBOOK_DIR for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_opens_with_a_colab_badge_to_itself(path):
+    nb = _read(path)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.lstrip().startswith("#"), "first cell: a markdown title"
+    rel = path.relative_to(PROJECT_ROOT).as_posix()
+    link = f"https://colab.research.google.com/github/{REPO}/blob/main/{rel}"
+    assert f"[![Open In Colab]({BADGE_IMG})]({link})" in first.source, f"first cell must carry the badge to {link}"
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return subprocess.CompletedProcess(args, 0)
+
+
+def _run_colab_cell(source, monkeypatch, on_colab: bool):
+    rec = _Recorder()
+    monkeypatch.setattr(subprocess, "run", rec)
+    monkeypatch.setattr(subprocess, "check_call", rec)
+    if on_colab:
+        google = types.ModuleType("google")
+        google.__path__ = []
+        google.__spec__ = importlib.machinery.ModuleSpec("google", None, is_package=True)
+        colab = types.ModuleType("google.colab")
+        colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
+        google.colab = colab
+        monkeypatch.setitem(sys.modules, "google", google)
+        monkeypatch.setitem(sys.modules, "google.colab", colab)
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(compile(source, "<colab cell>", "exec"), {"__name__": "__colab_cell__"})
+    return rec.calls
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_first_code_cell_installs_on_colab_only(path, monkeypatch):
+    nb = _read(path)
+    cell = _code_cells(nb)[0]
+    assert "colab" in _tags(cell), "the first code cell must be the Colab install cell, tagged 'colab'"
+    assert _run_colab_cell(cell.source, monkeypatch, on_colab=False) == [], "it must do nothing outside Colab"
+    calls = _run_colab_cell(cell.source, monkeypatch, on_colab=True)
+    assert len(calls) == 1, "on Colab it must run pip once"
+    argv = " ".join(map(str, calls[0][0][0]))
+    assert "pip install" in argv and f"git+https://github.com/{REPO}" in argv, argv
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_has_a_parameters_cell_driven_by_scale(path):
+    cells = [c for c in _code_cells(_read(path)) if "parameters" in _tags(c)]
+    assert len(cells) == 1, "exactly one code cell tagged 'parameters' (papermill)"
+    tree = ast.parse(cells[0].source)
+    assigned = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    assert "SCALE" in assigned and "scale()" in cells[0].source, "the parameters cell sets SCALE = helpers.scale()"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_stored_without_outputs(path):
+    nb = _read(path)
+    nbformat.validate(nb)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"cells {dirty} carry outputs or execution counts: strip them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_ends_with_save_results(path):
+    last = _code_cells(_read(path))[-1]
+    m = re.search(r"save_results\(\s*[\"']([^\"']+)[\"']", last.source)
+    assert m, "the last code cell must call helpers.report.save_results(...)"
+    assert m.group(1) == path.stem, f"save_results name {m.group(1)!r} should be the notebook stem {path.stem!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_exercise_convention(path):
+    nb = _read(path)
+    for i, c in enumerate(nb.cells):
+        if "solution" in _tags(c) or "exercise" in _tags(c):
+            assert c.source.lstrip().startswith("# EXERCISE:"), f"cell {i}: an exercise starts with '# EXERCISE:'"
+            nxt = nb.cells[i + 1]
+            assert "check" in _tags(nxt) and "check_" in nxt.source, f"cell {i + 1}: a check cell follows"
+
+
+# ----------------------------------------------------------------------------------------------------- Binder
+
+
+def _pyproject_runtime_names():
+    deps = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].strip().lower().replace("_", "-") for d in deps]
+
+
+def _conda_names():
+    import yaml
+
+    env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    names = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            names.add(re.split(r"[<>=!~ ]", dep, maxsplit=1)[0].strip().lower())
+    return names
+
+
+CONDA_NAMES = {"torch": ("pytorch", "pytorch-cpu", "pytorch-gpu")}
+
+
+def test_environment_yml_names_every_runtime_dependency():
+    conda = _conda_names()
+    missing = [n for n in _pyproject_runtime_names() if not conda & set(CONDA_NAMES.get(n, (n,)))]
+    assert not missing, f"environment.yml lacks runtime dependencies of pyproject.toml: {missing}"
+
+
+def test_binder_post_build_installs_the_package_and_fetches_the_data():
+    post = PROJECT_ROOT / "postBuild"
+    assert post.exists() and post.stat().st_mode & 0o111, "postBuild must exist and be executable"
+    text = post.read_text()
+    assert "pip install" in text and " -e ." in text
+    assert "python -m helpers data" in text
+    assert not (PROJECT_ROOT / "binder").exists() and not (PROJECT_ROOT / ".binder").exists(), (
+        "a binder/ folder would make Binder ignore environment.yml and postBuild in the root")
