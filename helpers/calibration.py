@@ -84,6 +84,17 @@ def _correct_array(correct: ArrayLike, n: int) -> np.ndarray:
     return c
 
 
+def _weights(sample_weight: Optional[ArrayLike], n: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n)
+    w = as_array(sample_weight, "sample_weight")
+    if w.shape[0] != n:
+        raise ValueError(f"sample_weight has length {w.shape[0]}, expected {n} (one per example)")
+    if (w <= 0).any():
+        raise ValueError("sample_weight must be > 0")
+    return w
+
+
 def _proba_tensor(p: torch.Tensor, like: ArrayLike):
     """Return ``p`` as a tensor when the input was a tensor, else as a numpy array."""
     return p if isinstance(like, torch.Tensor) else p.cpu().numpy()
@@ -197,23 +208,29 @@ class ScoreCalibrator:
             return np.log(np.maximum(s, 1e-12))
         return s
 
-    def fit(self, score: ArrayLike, correct: ArrayLike) -> "ScoreCalibrator":
-        """Fit ``a, b`` on validation ``score`` (``N``) and ``correct`` (``N`` bools); returns ``self``."""
+    def fit(self, score: ArrayLike, correct: ArrayLike,
+            sample_weight: Optional[ArrayLike] = None) -> "ScoreCalibrator":
+        """Fit ``a, b`` on validation ``score`` (``N``) and ``correct`` (``N`` bools); returns ``self``.
+
+        ``sample_weight`` (``N``, > 0) weights the log-loss, e.g. to undo an error-enriched subset.
+        """
         s = as_array(score, "score")
         c = _correct_array(correct, s.shape[0])
+        w = _weights(sample_weight, s.shape[0])
         self.transform_ = self._auto(s) if self.transform == "auto" else self.transform
         g = self._g(s)
-        n_pos, n_neg = int(c.sum()), int((~c).sum())
+        n_pos, n_neg = float(w[c].sum()), float(w[~c].sum())
         target = np.where(c, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
         gt = torch.as_tensor(g, dtype=torch.float64)
         tt = torch.as_tensor(target, dtype=torch.float64)
+        wt = torch.as_tensor(w / w.mean(), dtype=torch.float64)
         mu, sd = float(gt.mean()), float(gt.std().clamp_min(1e-12)) if gt.numel() > 1 else 1.0
         params = torch.zeros(2, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([params], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(params[0] * (gt - mu) / sd + params[1], tt)
+            loss = F.binary_cross_entropy_with_logits(params[0] * (gt - mu) / sd + params[1], tt, weight=wt)
             loss.backward()
             return loss
 
@@ -414,10 +431,16 @@ class CombinedConfidence:
                 out[:, j] = col
         return out
 
-    def fit(self, features: Union[Mapping[str, ArrayLike], ArrayLike], correct: ArrayLike) -> "CombinedConfidence":
-        """Fit on ``features`` (dict name -> ``N`` array, or an ``N x k`` matrix) and ``correct`` (``N`` bools)."""
+    def fit(self, features: Union[Mapping[str, ArrayLike], ArrayLike], correct: ArrayLike,
+            sample_weight: Optional[ArrayLike] = None) -> "CombinedConfidence":
+        """Fit on ``features`` (dict name -> ``N`` array, or an ``N x k`` matrix) and ``correct`` (``N`` bools).
+
+        ``sample_weight`` (``N``, > 0) weights the examples, e.g. to undo an error-enriched subset
+        (:func:`helpers.metrics.stratified_subset`).
+        """
         m, names = _feature_matrix(features)
         c = _correct_array(correct, m.shape[0])
+        w = _weights(sample_weight, m.shape[0])
         self.feature_names_ = names
         self.transforms_ = [ScoreCalibrator._auto(m[:, j]) for j in range(m.shape[1])]
         g = self._transform(m)
@@ -426,12 +449,12 @@ class CombinedConfidence:
         if self.model == "logistic":
             from sklearn.linear_model import LogisticRegression
 
-            self._est = LogisticRegression(C=self.C, max_iter=1000).fit(g, c)
+            self._est = LogisticRegression(C=self.C, max_iter=1000).fit(g, c, sample_weight=w)
         else:
             from sklearn.ensemble import HistGradientBoostingClassifier
 
             self._est = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
-                                                       l2_regularization=1.0, random_state=self.seed).fit(g, c)
+                                                       l2_regularization=1.0, random_state=self.seed).fit(g, c, sample_weight=w)
         return self
 
     @property

@@ -40,6 +40,7 @@ __all__ = [
     "bootstrap_ci",
     "paired_bootstrap_ci",
     "confidence_table",
+    "stratified_subset",
 ]
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float]]  # noqa: F821 - torch only in the string
@@ -410,3 +411,32 @@ def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n
                 row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high})
         rows.append(row)
     return rows
+
+
+def stratified_subset(correct: ArrayLike, n_wrong: int, n_correct: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """An error-enriched subset: up to ``n_wrong`` wrong and ``n_correct`` right predictions, drawn without replacement.
+
+    Used where a per-example method is too slow for the whole split (quick mode): a 99%-accurate model has ~10
+    errors in 1,000 random images, too few to rank; an enriched subset keeps many. The error AUROC is unchanged in
+    expectation (it conditions on right/wrong); AUPR, AURC and ECE depend on the error rate, so on the subset they
+    compare methods with each other, not with full-population numbers. ``weights`` (inverse inclusion probability)
+    restore the population's proportions when fitting a calibrator (``sample_weight``).
+
+    Returns:
+        ``indices`` (sorted, int64) and ``weights`` (float64, same length).
+    """
+    corr = as_array(correct, "correct")
+    if not np.isin(corr, (0.0, 1.0)).all():
+        raise ValueError("correct must hold booleans or 0/1 values")
+    corr = corr.astype(bool)
+    rng = np.random.default_rng(seed)
+    wrong_idx, right_idx = np.flatnonzero(~corr), np.flatnonzero(corr)
+    take_w = rng.choice(wrong_idx, min(n_wrong, wrong_idx.size), replace=False)
+    take_r = rng.choice(right_idx, min(n_correct, right_idx.size), replace=False)
+    idx = np.sort(np.r_[take_w, take_r]).astype(np.int64)
+    if idx.size == 0:
+        raise ValueError("stratified_subset selected nothing: n_wrong and n_correct are 0 or correct is empty")
+    w_wrong = wrong_idx.size / max(1, take_w.size)
+    w_right = right_idx.size / max(1, take_r.size)
+    weights = np.where(corr[idx], w_right, w_wrong).astype(np.float64)
+    return idx, weights

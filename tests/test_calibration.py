@@ -129,3 +129,24 @@ def test_bad_input():
         comb.confidence({"a": [0.5]})
     with pytest.raises(ValueError, match="same length"):
         C.min_confidence([0.1, 0.2], [0.3])
+
+
+def test_sample_weight_undoes_enrichment():
+    from helpers.metrics import stratified_subset
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    s = rng.normal(size=n)
+    correct = rng.random(n) < 1 / (1 + np.exp(-(1.5 * s + 3.0)))  # ~93% correct
+    full = C.ScoreCalibrator("identity").fit(s, correct)
+    idx, w = stratified_subset(correct, 500, 500, seed=0)
+    assert (~correct[idx]).sum() == 500 and w[~correct[idx]][0] == pytest.approx((~correct).sum() / 500)
+    enriched = C.ScoreCalibrator("identity").fit(s[idx], correct[idx])
+    weighted = C.ScoreCalibrator("identity").fit(s[idx], correct[idx], sample_weight=w)
+    # unweighted, the intercept absorbs the 50/50 prior; weighted, it recovers the population's
+    assert abs(enriched.intercept_ - full.intercept_) > 1.0
+    assert weighted.intercept_ == pytest.approx(full.intercept_, abs=0.35)
+    comb = C.CombinedConfidence().fit({"s": 1 / (1 + np.exp(-s[idx]))}, correct[idx], sample_weight=w)
+    assert float(comb.confidence({"s": 1 / (1 + np.exp(-s))}).mean()) == pytest.approx(correct.mean(), abs=0.02)
+    with pytest.raises(ValueError, match="sample_weight"):
+        C.ScoreCalibrator().fit([0.1, 0.2, 0.3], [1, 0, 1], sample_weight=[1.0, -1.0, 1.0])
