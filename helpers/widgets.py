@@ -436,7 +436,7 @@ class RiskCoverageExplorer(_Explorer):
                 "error_rate": float(1.0 - self.correct.mean())}
 
     def render(self, r: Mapping[str, Any]) -> Figure:
-        fig = Figure(figsize=(7.5, 3.6))
+        fig = Figure(figsize=(7.0, 3.3))
         ax = fig.add_subplot(1, 1, 1)
         for i, row in enumerate(r["rows"]):
             cov, risk = self.curves[row["method"]]
@@ -457,7 +457,7 @@ class RiskCoverageExplorer(_Explorer):
         body = "".join(f"<tr><td>{html.escape(x['method'])}</td><td>{x['risk']:.4f}</td><td>{x['threshold']:.4g}"
                        f"</td><td>{x['aurc']:.4f}</td></tr>" for x in sorted(r["rows"], key=lambda x: x["risk"]))
         return (f"coverage {r['coverage']:.2f}: the {r['kept']} most confident of {r['n']} predictions are kept"
-                f"<table style='font-size:90%'>{head}{body}</table>")
+                f"<table style='font-size:90%' cellpadding='4'>{head}{body}</table>")
 
 
 def risk_coverage_explorer(confidences: Mapping[str, Any], correct: Any, **options: Any) -> RiskCoverageExplorer:
