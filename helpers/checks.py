@@ -383,7 +383,7 @@ def check_infidelity_estimate(fn: Callable) -> bool:
     explanation (``mean_s (I_s · δ)^2``); a quadratic model against a loop over samples.
     """
     def hand(f: Callable) -> Optional[str]:
-        model = _Linear(torch.tensor([[2.0, 3.0], [1.0, -1.0]]), torch.zeros(2))
+        model = _Linear(torch.tensor([[2.0, 3.0], [1.0, -1.0]]), torch.zeros(2)).eval()
         x = torch.tensor([[[[1.0, 1.0]]]])
         attr = torch.tensor([[[[1.0, 1.0]]]])
         pert = torch.tensor([[[[[1.0, 1.0]]]]])  # N=1, S=1
