@@ -9,7 +9,6 @@ import importlib.machinery
 import re
 import subprocess
 import sys
-import tomllib
 import types
 
 import nbformat
@@ -129,6 +128,7 @@ def test_exercise_convention(path):
 
 
 def _pyproject_runtime_names():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     deps = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     return [re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].strip().lower().replace("_", "-") for d in deps]
 

@@ -182,7 +182,7 @@ def test_risk_coverage_fallback_agrees_without_ties(confidences):
 
     conf, correct = confidences
     c = np.asarray(conf["random"])
-    for a, b in zip(W._risk_coverage_fallback(c, correct), risk_coverage(c, correct)):
+    for a, b in zip(W._risk_coverage_fallback(c, correct), risk_coverage(c, correct), strict=True):
         np.testing.assert_allclose(a, b)
 
 
