@@ -41,7 +41,8 @@ __all__ = [
     # measures
     "infidelity", "infidelity_from_samples", "beta_rescale", "sensitivity_max", "to_units",
     # optimal explanations and smoothing
-    "optimal_explanation", "optimal_from_samples", "smooth", "choose_radius", "explainer", "fast_model",
+    "optimal_explanation", "optimal_from_samples", "smooth", "choose_radius", "smoothing_sweep", "explainer",
+    "fast_model",
     "KERNELS",
 ]
 
@@ -576,21 +577,63 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
     return explain_sg
 
 
-def explainer(model: nn.Module, method: str = "grad", **options) -> Explain:
+def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", **options) -> Explain:
     """``explain(x, target=None)`` calling :func:`helpers.attribution.attribute` (``None`` -> predicted class).
+
+    ``units``: ``"native"`` (what ``attribute`` returns: IG / SHAP carry ``(x - x0)``, Grad / GBP / SmoothGrad do
+    not), ``"local"`` (the gradient-like multipliers: IG's path-averaged gradient, for local perturbations) or
+    ``"global"`` (native multiplied by ``(x - x0)`` for the gradient-like methods, for global perturbations with
+    the zero baseline).
 
     Example: ``sensitivity_max(explainer(model, "ig", baseline="zero"), x, radius=0.1, n_samples=10)``.
     """
     check_model(model)
+    if units not in ("native", "local", "global"):
+        raise ValueError(f"units must be 'native', 'local' or 'global', got {units!r}")
 
     def explain(x: torch.Tensor, target=None) -> torch.Tensor:
-        from .attribution import attribute
+        from .attribution import attribute, explain as _explain
 
-        return attribute(model, x, target=target, method=method, **options)
+        if units == "local":
+            return _explain(model, x, target, method, **options).multipliers.to(x.device, x.dtype)
+        a = attribute(model, x, target=target, method=method, **options)
+        if units == "global" and method in ("grad", "smoothgrad", "gbp"):
+            a = a * x
+        return a
 
     explain.model = model
     explain.__name__ = f"explain_{method}"
     return explain
+
+
+def smoothing_sweep(model: nn.Module, x: torch.Tensor, explain: Explain, perturbations: Mapping[str, Perturbation],
+                    radii: Sequence[float], kernels: Sequence[str] = KERNELS, *, n_smooth: int = 20,
+                    n_samples: Optional[int] = None, target=None, normalize: bool = True, seed: int = 0
+                    ) -> list:
+    """Mean infidelity of ``smooth(explain, kernel, r)`` for every kernel, radius and perturbation.
+
+    Local-unit explanations are multiplied by ``(x - x0)`` for the global perturbations. All (kernel, radius)
+    explanations of one perturbation are scored on the same perturbations and forward passes.
+
+    Returns:
+        A list of rows ``{"perturbation", "kernel", "radius", "infidelity"}``.
+    """
+    dev = model_device(model)
+    xd = x.to(dev)
+    t = _resolve_target(model, xd, target, dev)
+    expl = {}
+    for kernel in kernels:
+        for r in radii:
+            r = _check_radius(r)
+            phi = smooth(explain, kernel, r, n_smooth, seed=seed)(xd, t) if r > 0 else _call_explain(explain, xd, t)
+            expl[(kernel, r)] = phi
+    rows = []
+    for pname, p in perturbations.items():
+        attrs = {f"{k}|{r}": (to_units(v, xd, p, "global") if p.units == "global" else v) for (k, r), v in expl.items()}
+        inf = infidelity(model, xd, attrs, p, target=t, n_samples=n_samples, normalize=normalize, seed=seed + 1)
+        for (k, r) in expl:
+            rows.append({"perturbation": pname, "kernel": k, "radius": r, "infidelity": float(inf[f"{k}|{r}"].mean())})
+    return rows
 
 
 def choose_radius(model: nn.Module, x: torch.Tensor, explain: Explain, perturbation: Perturbation,

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["image_grid", "to_numpy_image", "risk_coverage_plot", "reliability_diagrams", "shift_curves"]
+__all__ = ["image_grid", "to_numpy_image", "risk_coverage_plot", "reliability_diagrams", "shift_curves",
+           "explanation_grid"]
 
 
 def to_numpy_image(img: torch.Tensor) -> np.ndarray:
@@ -113,5 +114,31 @@ def shift_curves(table, *, x: str = "strength", kinds=None, methods=None, value:
     for ax in list(axes.flat)[len(kinds):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def explanation_grid(images: torch.Tensor, explanations: "dict", *, size: float = 1.3,
+                     suptitle: Optional[str] = None) -> plt.Figure:
+    """Rows = images (``N x 1 x H x W``), columns = the image then each explanation (``name -> N x 1 x H x W``).
+
+    Each explanation panel uses a red-blue map symmetric about 0, scaled to that panel's largest |value|.
+    """
+    n, names = images.shape[0], list(explanations)
+    fig, axes = plt.subplots(n, 1 + len(names), figsize=(size * (1 + len(names)), size * n * 1.05), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(to_numpy_image(images[i]), cmap="gray", vmin=0, vmax=1)
+        for j, k in enumerate(names):
+            a = to_numpy_image(explanations[k][i])
+            v = float(np.abs(a).max()) or 1.0
+            axes[i, j + 1].imshow(a, cmap="bwr", vmin=-v, vmax=v)
+            if i == 0:
+                axes[i, j + 1].set_title(k, fontsize=8)
+        if i == 0:
+            axes[i, 0].set_title("input", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     return fig
