@@ -240,14 +240,32 @@ def make_references(name: BaselineLike, x: torch.Tensor, k: int, *, seed: int = 
 
 
 def integration_points(n_steps: int, rule: str = "gausslegendre") -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(alphas, weights)`` (float64, length ``n_steps``) of the quadrature rule on ``[0, 1]`` (captum's rules)."""
-    from captum.attr._utils.approximation_methods import approximation_parameters
+    """``(alphas, weights)`` (float64, length ``n_steps``) of a quadrature rule on ``[0, 1]``; weights sum to 1.
+
+    The same points and weights as captum's rules of the same name, except ``"riemann_trapezoid"``: captum spaces
+    its points ``1/(n-1)`` apart but weights them ``1/n`` (halved at the ends), so its weights sum to ``(n-1)/n``
+    and IG on a linear model comes out ``(n-1)/n`` too small; here the trapezoid weights are ``1/(n-1)``.
+    """
+    import numpy as np
 
     check_positive_int(n_steps, "n_steps")
-    if rule not in INTEGRATION_RULES:
-        raise ValueError(f"integration must be one of {INTEGRATION_RULES}, got {rule!r}")
-    step_sizes, alphas = approximation_parameters(rule)
-    return torch.tensor(alphas(n_steps), dtype=torch.float64), torch.tensor(step_sizes(n_steps), dtype=torch.float64)
+    n = n_steps
+    if rule == "gausslegendre":
+        nodes, w = np.polynomial.legendre.leggauss(n)
+        return torch.tensor(0.5 * (nodes + 1)), torch.tensor(0.5 * w)
+    if rule == "riemann_left":
+        return torch.arange(n, dtype=torch.float64) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if rule == "riemann_right":
+        return torch.arange(1, n + 1, dtype=torch.float64) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if rule == "riemann_middle":
+        return (torch.arange(n, dtype=torch.float64) + 0.5) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if rule == "riemann_trapezoid":
+        if n < 2:
+            raise ValueError("n_steps must be >= 2 for the trapezoid rule")
+        w = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+        w[0] = w[-1] = 0.5 / (n - 1)
+        return torch.linspace(0, 1, n, dtype=torch.float64), w
+    raise ValueError(f"integration must be one of {INTEGRATION_RULES}, got {rule!r}")
 
 
 _FAST_CACHE: Dict[int, Tuple[nn.Module, nn.Module]] = {}
@@ -377,6 +395,12 @@ def explain(model: nn.Module, x: torch.Tensor, target: Optional[torch.Tensor] = 
     n = x.shape[0]
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
+    if n_steps is not None:
+        check_positive_int(n_steps, "n_steps")
+    check_positive_int(n_references, "n_references")
+    check_positive_int(n_samples, "n_samples")
+    if not noise_sigma >= 0:
+        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
     fwd_chunk = chunk_size or chunk_size_for(_bytes_per_image(x, False), device=dev)
     with torch.inference_mode():
         n_classes = model(x[:1]).shape[1]
