@@ -1,0 +1,144 @@
+"""The fastest way to run a model's forward pass on this machine: eager, channels-last or ``torch.compile``.
+
+Every perturbation method (ABC, infidelity, sensitivity, smoothing) is a long run of forward passes over batches of
+perturbed images, so its speed is bounded by the model's raw forward rate. :func:`fast_forward_fn` returns a callable
+``f(x) -> logits`` in one of three forms:
+
+* ``"eager"``         -- the model itself.
+* ``"channels_last"`` -- a copy of the model in channels-last memory format; 4-D inputs are converted on the way in
+  (oneDNN / cuDNN convolutions are often faster in NHWC).
+* ``"compile"``       -- ``torch.compile(model)`` (Inductor: fused conv + ReLU + pool); compiling costs tens of seconds
+  once per process and input shape, so it only pays off for long runs.
+* ``"auto"``          -- time the candidates on an example batch and keep the fastest (cached per model, device and
+  input shape). ``compile`` is a candidate only when ``allow_compile=True``.
+
+The returned callable does not switch on ``inference_mode`` or ``no_grad``: the caller decides (gradients flow
+through every form). The original model is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .validation import check_model, model_device
+
+__all__ = ["MODES", "fast_forward_fn", "time_forward", "measure_forward_modes", "clear_cache"]
+
+#: The forward forms :func:`fast_forward_fn` can build.
+MODES: Tuple[str, ...] = ("eager", "channels_last", "compile")
+
+ForwardFn = Callable[[torch.Tensor], torch.Tensor]
+_AUTO_CACHE: Dict[Tuple[int, str, Tuple[int, ...], bool], str] = {}
+
+
+def clear_cache() -> None:
+    """Forget every choice made by ``mode="auto"``."""
+    _AUTO_CACHE.clear()
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def _build(model: nn.Module, mode: str) -> ForwardFn:
+    if mode == "eager":
+        return model
+    if mode == "channels_last":
+        cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+        def channels_last_forward(x: torch.Tensor) -> torch.Tensor:
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return cl_model(x)
+
+        channels_last_forward.mode = "channels_last"  # type: ignore[attr-defined]
+        return channels_last_forward
+    if mode == "compile":
+        return torch.compile(model)
+    raise ValueError(f"mode must be one of {MODES + ('auto',)}, got {mode!r}")
+
+
+def time_forward(fn: ForwardFn, x: torch.Tensor, *, repeats: int = 5, warmup: int = 1) -> float:
+    """Median seconds of ``fn(x)`` under ``inference_mode`` over ``repeats`` runs after ``warmup`` runs."""
+    dev = x.device
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            _sync(dev)
+            t0 = time.perf_counter()
+            fn(x)
+            _sync(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def measure_forward_modes(model: nn.Module, x: torch.Tensor, *, modes: Sequence[str] = MODES, repeats: int = 5,
+                          warmup: int = 1) -> Dict[str, float]:
+    """Median seconds of one forward pass of ``model`` on ``x`` (``N x ...``) in each of ``modes``.
+
+    A form that fails to build or run (e.g. ``compile`` without a C++ compiler) is reported as ``inf`` with a warning.
+    """
+    check_model(model)
+    x = x.to(model_device(model))
+    out: Dict[str, float] = {}
+    for mode in modes:
+        try:
+            out[mode] = time_forward(_build(model, mode), x, repeats=repeats, warmup=warmup)
+        except Exception as err:  # noqa: BLE001 - a missing compiler must not stop the other forms
+            warnings.warn(f"forward mode {mode!r} failed: {type(err).__name__}: {err}", stacklevel=2)
+            out[mode] = float("inf")
+    return out
+
+
+def fast_forward_fn(model: nn.Module, mode: str = "auto", *, example: Optional[torch.Tensor] = None,
+                    allow_compile: bool = False, repeats: int = 3) -> ForwardFn:
+    """A callable ``f(x) -> logits`` computing ``model(x)`` in the given form (see the module docstring).
+
+    Args:
+        model: an ``nn.Module`` in eval mode; it is not modified.
+        mode: ``"eager"``, ``"channels_last"``, ``"compile"`` or ``"auto"`` (measured choice).
+        example: an input batch (``N x ...``) to time the candidates on when ``mode="auto"``; default a batch of
+            256 MNIST-shaped zeros.
+        allow_compile: let ``"auto"`` consider ``torch.compile`` (slow to build: worth it for runs of minutes).
+        repeats: timed runs per candidate for ``"auto"``.
+
+    Returns:
+        The forward callable. ``f.mode`` (when set) or ``getattr(f, "mode", ...)`` tells which form was chosen;
+        use :func:`chosen_mode` to read it reliably.
+    """
+    check_model(model)
+    if mode != "auto":
+        fn = _build(model, mode)
+        return fn
+    dev = model_device(model)
+    if example is None:
+        example = torch.zeros(256, 1, 28, 28, device=dev)
+    key = (id(model), str(dev), tuple(example.shape), allow_compile)
+    if key not in _AUTO_CACHE:
+        modes = MODES if allow_compile else ("eager", "channels_last")
+        times = measure_forward_modes(model, example, modes=modes, repeats=repeats)
+        _AUTO_CACHE[key] = min(times, key=times.get)
+    return _build(model, _AUTO_CACHE[key])
+
+
+def chosen_mode(fn: ForwardFn) -> str:
+    """Which form a callable returned by :func:`fast_forward_fn` is: ``"eager"``, ``"channels_last"`` or ``"compile"``."""
+    if isinstance(fn, nn.Module):
+        return "eager"
+    if getattr(fn, "mode", None) == "channels_last":
+        return "channels_last"
+    return "compile"
+
+
+__all__.append("chosen_mode")
