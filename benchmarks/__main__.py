@@ -32,6 +32,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--notebooks", dest="notebook_pattern", help="only the notebooks matching this glob/substring")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default build/)")
     parser.add_argument("--stem", default="bench", help="output file stem (default bench -> bench.json, bench.md)")
+    parser.add_argument("--set", action="append", default=[], metavar="SIZE=N",
+                        help="override one size (repeatable), e.g. --set infid_samples=200; see benchmarks/context.py")
     parser.add_argument("--list", action="store_true", help="list the row groups and exit")
     args = parser.parse_args(argv)
 
@@ -47,12 +49,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from helpers import BUILD_DIR
 
+    from .context import FULL_SIZES
+
+    sizes = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in FULL_SIZES or not value.strip().isdigit():
+            parser.error(f"--set expects SIZE=N with SIZE one of {', '.join(FULL_SIZES)}; got {item!r}")
+        sizes[key] = int(value)
+
     ctx = Context(quick=args.quick, repeats=args.repeats or (3 if args.quick else 5), warmup=args.warmup,
                   max_seconds=args.max_seconds or (15.0 if args.quick else 60.0), compile=not args.no_compile,
-                  notebook_pattern=args.notebook_pattern)
+                  notebook_pattern=args.notebook_pattern, sizes=sizes)
     out_dir = args.out or BUILD_DIR
     settings = {"quick": ctx.quick, "repeats": ctx.repeats, "warmup": ctx.warmup, "max_seconds": ctx.max_seconds,
-                "rows": ",".join(wanted)}
+                "rows": ",".join(wanted), **({"sizes": sizes} if sizes else {})}
     env = environment()
     print(f"benchmarks on {env['device']} ({env['device_name']}, {env['torch_threads']} threads): {', '.join(wanted)}",
           flush=True)
