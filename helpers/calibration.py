@@ -35,6 +35,7 @@ __all__ = [
     "product_confidence",
     "min_confidence",
     "top_class_score",
+    "combination_confidences",
 ]
 
 _EPS = 1e-6
@@ -495,3 +496,38 @@ def _checked_columns(confidences, fn: str) -> np.ndarray:
     if len({c.shape[0] for c in cols}) != 1:
         raise ValueError(f"{fn}: confidences must have the same length, got {[c.shape[0] for c in cols]}")
     return np.stack(cols)
+
+
+def combination_confidences(val: Mapping[str, ArrayLike], correct_val: ArrayLike, test: Mapping[str, ArrayLike], *,
+                            features: Sequence[str], base: str = "platt", sample_weight: Optional[ArrayLike] = None,
+                            models: Sequence[str] = ("logistic",), simple: bool = True, seed: int = 0,
+                            prefix: str = "") -> Dict[str, np.ndarray]:
+    """Fit every combination of ``features`` on the validation split and return its confidence on the test split.
+
+    * ``"<prefix>combined (<model>)"`` for each ``model`` in ``models``: :class:`CombinedConfidence` on ``features``.
+    * ``"<prefix>product"`` / ``"<prefix>min"`` (when ``simple``): ``base`` times / minimum with every other feature
+      first calibrated to ``P(correct)`` by :class:`ScoreCalibrator` (a product of uncalibrated scores would rank
+      fine but mean nothing as a probability).
+
+    Args:
+        val, test: ``{name: N array}`` confidences on the validation and test examples (must hold ``features``).
+        correct_val: ``N_val`` booleans. sample_weight: ``N_val`` weights (undo an enriched subset).
+    """
+    missing = [f for f in features if f not in val or f not in test]
+    if missing:
+        raise ValueError(f"features {missing} are missing from val or test")
+    fv = {f: val[f] for f in features}
+    ft = {f: test[f] for f in features}
+    out: Dict[str, np.ndarray] = {}
+    for model in models:
+        comb = CombinedConfidence(model=model, seed=seed).fit(fv, correct_val, sample_weight=sample_weight)
+        out[f"{prefix}combined ({model})"] = comb.confidence(ft)
+    if simple and base in features and len(features) > 1:
+        cal = [np.asarray(as_array(test[base], base))]
+        for f in features:
+            if f != base:
+                sc = ScoreCalibrator().fit(val[f], correct_val, sample_weight=sample_weight)
+                cal.append(sc.confidence(test[f]))
+        out[f"{prefix}product"] = product_confidence(*cal)
+        out[f"{prefix}min"] = min_confidence(*cal)
+    return out

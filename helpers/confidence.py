@@ -25,7 +25,8 @@ from torch import nn
 from .batching import chunk_size_for, forward, run_chunked
 from .validation import check_images, check_model, check_positive_int, check_target, model_device
 
-__all__ = ["max_softmax", "dropout_enabled", "MCDropoutResult", "mc_dropout", "penultimate_features", "TrustScore"]
+__all__ = ["max_softmax", "dropout_enabled", "MCDropoutResult", "mc_dropout", "penultimate_features", "TrustScore",
+           "baseline_confidences"]
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -203,3 +204,67 @@ class TrustScore:
         d_pred = d.gather(1, pred.unsqueeze(1)).squeeze(1)
         d_other = d.scatter(1, pred.unsqueeze(1), float("inf")).min(dim=1).values
         return d_other / (d_pred + self.min_dist)
+
+
+def baseline_confidences(model: nn.Module, splits: dict, *, calibrate_on: Union[str, tuple] = "val",
+                         dropout_model: Optional[nn.Module] = None, n_passes: int = 20,
+                         trust_train: Optional[tuple] = None, seed: int = 0, timings: Optional[dict] = None) -> dict:
+    """Every logit- and feature-based confidence of ``model``'s predictions on each split.
+
+    Args:
+        model: the classifier whose predictions are scored (eval mode; ``.features`` for Trust Score).
+        splits: ``{name: (x, y)}``.
+        calibrate_on: the split temperature / Platt are fitted on, or a ``(logits, labels)`` pair of another
+            (e.g. larger) validation set.
+        dropout_model: a model with dropout (``get_model("cnn_dropout")``): its MC-dropout passes score ``model``'s
+            prediction (mean probability and agreement); skipped when ``None``.
+        trust_train: ``(x_train, y_train)`` for Trust Score on ``model``'s penultimate features; skipped when ``None``.
+        timings: a dict that receives seconds per method (for the performance table).
+
+    Returns:
+        ``{split: {"pred", "correct", "logits", "max softmax", "temperature", "platt", "platt (ovr)",
+        ["mc dropout", "mc agreement"], ["trust score"]}}``; numpy arrays (logits: a tensor).
+    """
+    import time
+
+    from .calibration import PlattScaling, TemperatureScaling
+
+    if isinstance(calibrate_on, str) and calibrate_on not in splits:
+        raise ValueError(f"splits must contain the calibration split {calibrate_on!r}, got {list(splits)}")
+    timings = {} if timings is None else timings
+    clock = time.perf_counter
+    out: dict = {}
+    t0 = clock()
+    for name, (x, y) in splits.items():
+        z = forward(model, x)
+        pred = z.argmax(dim=1).cpu()
+        out[name] = {"logits": z, "pred": pred.numpy(), "correct": (pred == y.cpu()).numpy(),
+                     "max softmax": max_softmax(z).cpu().numpy()}
+    timings["forward + max softmax"] = clock() - t0
+    if isinstance(calibrate_on, str):
+        zc, yc = out[calibrate_on]["logits"], splits[calibrate_on][1]
+    else:  # (logits, labels) of a (larger) calibration set
+        zc, yc = calibrate_on
+    t0 = clock()
+    cals = {"temperature": TemperatureScaling().fit(zc, yc), "platt": PlattScaling().fit(zc, yc),
+            "platt (ovr)": PlattScaling("ovr").fit(zc, yc)}
+    for name in splits:
+        for key, cal in cals.items():
+            c = cal.confidence(out[name]["logits"])
+            out[name][key] = c.cpu().numpy() if isinstance(c, torch.Tensor) else np.asarray(c)
+    timings["temperature + platt"] = clock() - t0
+    if dropout_model is not None:
+        t0 = clock()
+        for name, (x, _) in splits.items():
+            r = mc_dropout(dropout_model, x, n_passes=n_passes, target=torch.as_tensor(out[name]["pred"]), seed=seed)
+            out[name]["mc dropout"] = r.confidence.numpy()
+            out[name]["mc agreement"] = r.agreement.numpy()
+        timings[f"mc dropout (T={n_passes})"] = clock() - t0
+    if trust_train is not None:
+        t0 = clock()
+        ts = TrustScore().fit(penultimate_features(model, trust_train[0]), trust_train[1].to(model_device(model)))
+        for name, (x, _) in splits.items():
+            out[name]["trust score"] = ts.score(penultimate_features(model, x),
+                                                torch.as_tensor(out[name]["pred"])).cpu().numpy()
+        timings["trust score"] = clock() - t0
+    return out

@@ -81,6 +81,17 @@ def _as_correct(correct: ArrayLike, n: int, name: str = "correct") -> np.ndarray
     return c.astype(bool)
 
 
+def _as_weights(sample_weight, n: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n)
+    w = as_array(sample_weight, "sample_weight")
+    if w.shape[0] != n:
+        raise ValueError(f"sample_weight has length {w.shape[0]} but confidence has length {n}: they must match")
+    if (w <= 0).any():
+        raise ValueError("sample_weight must be > 0")
+    return w
+
+
 def _pair(confidence: ArrayLike, correct: ArrayLike, *, need_both: bool) -> Tuple[np.ndarray, np.ndarray]:
     conf = as_array(confidence, "confidence")
     corr = _as_correct(correct, conf.shape[0])
@@ -118,22 +129,23 @@ def error_auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     return _auroc(conf, corr)
 
 
-def error_aupr(confidence: ArrayLike, correct: ArrayLike) -> float:
+def error_aupr(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
     r"""Area under the precision-recall curve for detecting errors (errors positive, score ``-confidence``).
 
     Average precision :math:`\sum_t (R_t - R_{t-1}) P_t` over the distinct thresholds, as
-    ``sklearn.metrics.average_precision_score(~correct, -confidence)``. Chance level is the error rate.
+    ``sklearn.metrics.average_precision_score(~correct, -confidence, sample_weight=...)``. Chance level is the
+    error rate. ``sample_weight`` (``N``) re-weights examples (e.g. to undo an error-enriched subset).
     """
     conf, corr = _pair(confidence, correct, need_both=True)
-    return _average_precision(-conf, ~corr)
+    return _average_precision(-conf, ~corr, _as_weights(sample_weight, conf.shape[0]))
 
 
-def _average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+def _average_precision(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
     order = np.argsort(-scores, kind="mergesort")
-    s, p = scores[order], positive[order]
+    s, p, w = scores[order], positive[order], w[order]
     last_of_tie = np.r_[np.nonzero(np.diff(s))[0], s.shape[0] - 1]  # last index of each distinct threshold
-    tps = np.cumsum(p)[last_of_tie]
-    fps = (last_of_tie + 1) - tps
+    tps = np.cumsum(p * w)[last_of_tie]
+    fps = np.cumsum(w)[last_of_tie] - tps
     precision = tps / (tps + fps)
     recall = tps / tps[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
@@ -156,37 +168,45 @@ def ood_auroc(conf_in: ArrayLike, conf_out: ArrayLike) -> float:
 # selective prediction
 # ----------------------------------------------------------------------------------------------------------------
 
-def risk_coverage(confidence: ArrayLike, correct: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+def risk_coverage(confidence: ArrayLike, correct: ArrayLike,
+                  sample_weight: ArrayLike = None) -> Tuple[np.ndarray, np.ndarray]:
     r"""Risk-coverage curve: keep the ``k`` most confident predictions, ``k = 1..N``.
 
     Returns:
         ``coverage`` (``N``, ``k / N``) and ``risk`` (``N``, the error rate among the ``k`` kept). Inside a group of
-        tied confidences the expected risk over a random order of the group is used.
+        tied confidences the expected risk over a random order of the group is used. With ``sample_weight``,
+        coverage and risk are weighted (cumulative weight / total weight, weighted error rate).
     """
     conf, corr = _pair(confidence, correct, need_both=False)
     n = conf.shape[0]
+    w_all = _as_weights(sample_weight, n)
     order = np.argsort(-conf, kind="mergesort")
-    s, err = conf[order], (~corr[order]).astype(np.float64)
-    k = np.arange(1, n + 1, dtype=np.float64)
+    s, w = conf[order], w_all[order]
+    err = (~corr[order]).astype(np.float64) * w
+    cum_w = np.r_[0.0, np.cumsum(w)]
+    k = cum_w[1:]
     # group ties: start/end index of each group of equal confidence
     starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
     ends = np.r_[starts[1:], n]
     group = np.repeat(np.arange(starts.shape[0]), ends - starts)
     cum_err = np.r_[0.0, np.cumsum(err)]
     err_before = cum_err[starts][group]
-    group_rate = ((cum_err[ends] - cum_err[starts]) / (ends - starts))[group]
-    expected_errors = err_before + (k - starts[group]) * group_rate
-    return k / n, expected_errors / k
+    group_rate = ((cum_err[ends] - cum_err[starts]) / (cum_w[ends] - cum_w[starts]))[group]
+    expected_errors = err_before + (k - cum_w[starts][group]) * group_rate
+    return k / cum_w[-1], expected_errors / k
 
 
-def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
+def aurc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
     r"""Area under the risk-coverage curve, :math:`\frac1N \sum_{k=1}^N \text{risk}(k)` (lower is better).
 
     A constant confidence gets the error rate; a perfect ranking gets :func:`excess_aurc`'s optimum
-    :math:`\frac1N\sum_{k > N - E} (k - N + E) / k` with ``E`` errors.
+    :math:`\frac1N\sum_{k > N - E} (k - N + E) / k` with ``E`` errors. With ``sample_weight``, the weighted
+    curve integrated over weighted coverage: :math:`\sum_i w_i\,\text{risk}_i / \sum_i w_i`.
     """
-    _, risk = risk_coverage(confidence, correct)
-    return float(risk.mean())
+    conf = as_array(confidence, "confidence")
+    _, risk = risk_coverage(conf, correct, sample_weight)
+    w = _as_weights(sample_weight, conf.shape[0])[np.argsort(-conf, kind="mergesort")]
+    return float((risk * w).sum() / w.sum())
 
 
 def excess_aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
@@ -240,13 +260,15 @@ def _confidence_and_correct(probs: ArrayLike, labels: ArrayLike) -> Tuple[np.nda
     return conf, corr
 
 
-def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> Dict[str, np.ndarray]:
+def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15,
+                     sample_weight: ArrayLike = None) -> Dict[str, np.ndarray]:
     """Equal-width confidence bins ``(i/B, (i+1)/B]`` (bin 0 also holds 0) for a reliability diagram.
 
     Args:
         probs: ``N x C`` class probabilities (confidence = max, prediction = argmax) with integer ``labels`` ``N``;
             or an ``N`` vector of confidences with ``labels`` = the boolean ``correct``.
         n_bins: number of bins ``B``.
+        sample_weight: optional ``N`` weights (counts become sums of weights).
 
     Returns:
         dict with ``edges`` (``B+1``), ``count``, ``confidence`` (mean confidence per bin, NaN when empty),
@@ -255,22 +277,23 @@ def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> D
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
     conf, corr = _confidence_and_correct(probs, labels)
+    w = _as_weights(sample_weight, conf.shape[0])
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    count = np.bincount(idx, weights=w, minlength=n_bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
-        acc = np.bincount(idx, weights=corr.astype(np.float64), minlength=n_bins) / count
+        mean_conf = np.bincount(idx, weights=conf * w, minlength=n_bins) / count
+        acc = np.bincount(idx, weights=corr.astype(np.float64) * w, minlength=n_bins) / count
     return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": acc}
 
 
-def ece(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> float:
+def ece(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15, sample_weight: ArrayLike = None) -> float:
     r"""Expected calibration error :math:`\sum_b \frac{n_b}{N} |\text{acc}_b - \text{conf}_b|` over ``n_bins`` bins.
 
     ``probs`` is ``N x C`` with integer ``labels``, or an ``N`` vector of confidences with boolean ``labels``
-    (= correct); see :func:`reliability_bins`.
+    (= correct); see :func:`reliability_bins` (also for ``sample_weight``).
     """
-    bins = reliability_bins(probs, labels, n_bins)
+    bins = reliability_bins(probs, labels, n_bins, sample_weight)
     w = bins["count"] / bins["count"].sum()
     gap = np.abs(bins["accuracy"] - bins["confidence"])
     return float(np.nansum(w * gap))
@@ -378,36 +401,41 @@ def paired_bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], confi
 
 
 def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n_boot: int = 1000, seed: int = 0,
-                     n_bins: int = 15, reference: Union[str, None] = None) -> list:
+                     n_bins: int = 15, reference: Union[str, None] = None, sample_weight: ArrayLike = None) -> list:
     """One row per method: error AUROC, error AUPR, AURC and ECE, each with a 95% bootstrap CI.
 
     With ``reference`` (a key of ``confidences``), each row also gets the paired bootstrap CI of
     ``AUROC(method) - AUROC(reference)`` and ``AURC(method) - AURC(reference)`` (same resamples for both).
     ECE treats each confidence as a probability of being correct (so it is only meaningful for calibrated ones).
+    ``sample_weight`` (e.g. from :func:`stratified_subset`) makes AUPR, AURC and ECE estimate the population's
+    values from an enriched subset (the AUROC does not need it: it conditions on right/wrong).
 
     Returns:
         list of dicts (``method``, ``auroc``, ``auroc_lo``, ``auroc_hi``, ... ), ready for a DataFrame or
         :func:`helpers.report.save_results`.
     """
     corr = _as_correct(correct, as_array(correct, "correct").shape[0])
+    w = _as_weights(sample_weight, corr.shape[0])
     rows = []
     for name, conf in confidences.items():
         c = as_array(conf, f"confidences[{name!r}]")
         if c.shape[0] != corr.shape[0]:
             raise ValueError(f"confidences[{name!r}] has length {c.shape[0]}, correct has {corr.shape[0]}")
         row: Dict[str, object] = {"method": name}
-        metrics = {"auroc": error_auroc, "aupr": error_aupr, "aurc": aurc}
+        metrics = {"auroc": lambda a, b, ww: error_auroc(a, b), "aupr": error_aupr, "aurc": aurc}
         if c.min() >= 0.0 and c.max() <= 1.0:
-            metrics["ece"] = lambda a, b: ece(a, b, n_bins)
+            metrics["ece"] = lambda a, b, ww: ece(a, b, n_bins, ww)
         for key, fn in metrics.items():
-            ci = bootstrap_ci(fn, c, corr, n=n_boot, seed=seed)
+            ci = bootstrap_ci(fn, c, corr, w, n=n_boot, seed=seed)
             row.update({key: ci.estimate, f"{key}_lo": ci.low, f"{key}_hi": ci.high})
         if "ece" not in metrics:
             row.update({"ece": float("nan"), "ece_lo": float("nan"), "ece_hi": float("nan")})
         if reference is not None and name != reference:
             ref = confidences[reference]
-            for key, fn in (("auroc", error_auroc), ("aurc", aurc)):
-                d = paired_bootstrap_ci(fn, c, ref, corr, n=n_boot, seed=seed)
+            ref = as_array(ref, f"confidences[{reference!r}]")
+            for key, fn in (("auroc", lambda a, b, ww: error_auroc(a, b)), ("aurc", aurc)):
+                d = bootstrap_ci(lambda a, b, cc, ww: fn(a, cc, ww) - fn(b, cc, ww), c, ref, corr, w,
+                                 n=n_boot, seed=seed)
                 row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high})
         rows.append(row)
     return rows

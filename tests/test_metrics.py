@@ -182,3 +182,18 @@ def test_confidence_table_rows():
     assert rows[1]["d_auroc"] == pytest.approx(M.error_auroc(rows and np.clip(prob + 0.1 * np.sin(np.arange(300)), 0, 1),
                                                              correct) - rows[0]["auroc"])
     assert "d_auroc" not in rows[0]
+
+
+def test_sample_weights_match_sklearn_and_replication():
+    conf, correct = _random_case(4, n=200, ties=True)
+    w = np.where(correct, 3.0, 1.0)
+    assert M.error_aupr(conf, correct, w) == pytest.approx(
+        average_precision_score(~correct, -conf, sample_weight=w), abs=1e-12)
+    # integer weights ~ replicating the examples (AURC: a Riemann sum over weighted coverage, exact for ECE)
+    rep = np.repeat(np.arange(200), w.astype(int))
+    assert M.aurc(conf, correct, w) == pytest.approx(M.aurc(conf[rep], correct[rep]), rel=0.01)
+    assert M.aurc(conf, correct, np.ones(200)) == M.aurc(conf, correct)
+    probs = 1 / (1 + np.exp(-conf))
+    assert M.ece(probs, correct, 15, w) == pytest.approx(M.ece(probs[rep], correct[rep]), abs=1e-12)
+    with pytest.raises(ValueError, match="sample_weight"):
+        M.aurc(conf, correct, w[:5])
