@@ -42,14 +42,14 @@ def image_grid(images: torch.Tensor, titles: Optional[Sequence[str]] = None, *, 
 
 
 def risk_coverage_plot(confidences: dict, correct, *, ax=None, max_coverage: float = 1.0,
-                       title: str = "Risk-coverage") -> plt.Figure:
+                       title: str = "Risk-coverage", sample_weight=None) -> plt.Figure:
     """Risk-coverage curves (error rate of the k most confident vs k / N), one line per confidence, AURC in the legend."""
     from .metrics import aurc, risk_coverage
 
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 4))
     for name, conf in confidences.items():
-        cov, risk = risk_coverage(conf, correct)
-        ax.plot(cov, 100 * risk, label=f"{name} (AURC {1000 * aurc(conf, correct):.2f}e-3)", lw=1.4)
+        cov, risk = risk_coverage(conf, correct, sample_weight)
+        ax.plot(cov, 100 * risk, label=f"{name} (AURC {1000 * aurc(conf, correct, sample_weight):.2f}e-3)", lw=1.4)
     ax.set_xlim(0, max_coverage)
     ax.set_xlabel("coverage (fraction of predictions kept)")
     ax.set_ylabel("risk (% errors among kept)")
@@ -60,7 +60,8 @@ def risk_coverage_plot(confidences: dict, correct, *, ax=None, max_coverage: flo
     return fig
 
 
-def reliability_diagrams(confidences: dict, correct, *, n_bins: int = 15, ncols: int = 4) -> plt.Figure:
+def reliability_diagrams(confidences: dict, correct, *, n_bins: int = 15, ncols: int = 4,
+                         sample_weight=None) -> plt.Figure:
     """One reliability diagram per confidence: accuracy vs mean confidence per bin (bar width ~ bin), ECE in the title."""
     from .metrics import ece, reliability_bins
 
@@ -69,12 +70,12 @@ def reliability_diagrams(confidences: dict, correct, *, n_bins: int = 15, ncols:
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.8 * nrows), squeeze=False)
     for ax, (name, conf) in zip(axes.flat, confidences.items()):
-        b = reliability_bins(conf, correct, n_bins)
+        b = reliability_bins(conf, correct, n_bins, sample_weight)
         mid = (b["edges"][:-1] + b["edges"][1:]) / 2
         ok = b["count"] > 0
         ax.bar(mid[ok], b["accuracy"][ok], width=1 / n_bins, edgecolor="k", lw=0.5, alpha=0.8, label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set_title(f"{name}\nECE {100 * ece(conf, correct, n_bins):.2f}%", fontsize=8)
+        ax.set_title(f"{name}\nECE {100 * ece(conf, correct, n_bins, sample_weight):.2f}%", fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
