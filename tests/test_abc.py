@@ -132,7 +132,7 @@ def test_seed_and_chunk_size(cnn, mnist_small):
     a = abc_confidence(cnn, x, seed=5, **kw)
     assert torch.equal(a, abc_confidence(cnn, x, seed=5, **kw))
     assert torch.equal(a, abc_confidence(cnn, x, seed=5, chunk_size=7, **kw))
-    assert torch.equal(a, abc_confidence(cnn, x, seed=5, chunk_size=1000, fast=False, **kw))
+    assert torch.equal(a, abc_confidence(cnn, x, seed=5, chunk_size=1000, forward_mode="eager", **kw))
     other = abc_confidence(cnn, x, seed=6, **kw)
     assert not torch.equal(a, other)
     for method in ("expected_gradients", "smoothgrad"):
