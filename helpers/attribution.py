@@ -65,6 +65,7 @@ __all__ = [
     "integration_points",
     "fast_model",
     "deeplift_multipliers",
+    "hessian_vector_product",
 ]
 
 METHODS = ("grad", "ig", "expected_gradients", "deepshap", "smoothgrad", "gbp")
@@ -631,3 +632,23 @@ def attribute(model: nn.Module, x: torch.Tensor, target: Optional[torch.Tensor] 
     """
     e = explain(model, x, target, method, baseline, **options)
     return e.attributions.to(device=x.device, dtype=x.dtype)
+
+
+def hessian_vector_product(model: nn.Module, x: torch.Tensor, v: torch.Tensor, target: torch.Tensor
+                           ) -> torch.Tensor:
+    """``H v`` per input, with ``H = d^2 f_target / d x^2`` at ``x`` (``N x ...``, ``v`` like ``x``): double backward.
+
+    Inputs do not interact in the model, so one batched double-backward pass gives every row's product. On a ReLU
+    (piecewise-linear) network the result is exactly 0 almost everywhere.
+    """
+    dev = _check_inputs(model, x)
+    v = check_like(v, x, "v").to(dev)
+    target = check_target(target, x.shape[0]).to(dev)
+    with torch.enable_grad():
+        xs = x.to(dev).detach().requires_grad_(True)
+        out = model(xs).gather(1, target.view(-1, 1)).sum()
+        (g,) = torch.autograd.grad(out, xs, create_graph=True)
+        if not g.requires_grad:      # the gradient does not depend on x (piecewise-linear pieces): H = 0
+            return torch.zeros_like(xs).detach()
+        (hv,) = torch.autograd.grad((g * v).sum(), xs, allow_unused=True)
+    return torch.zeros_like(xs).detach() if hv is None else hv.detach()
