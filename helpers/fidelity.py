@@ -329,7 +329,8 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
         target: passed to ``explain`` (repeated for the copies); ``None`` with an ``explain.model`` -> the predicted
             class at ``x`` for every copy, else ``None`` is passed through.
         form: ``"relative"`` ``‖ΔΦ‖ / ‖Φ(x)‖`` (captum and the authors' code; a zero norm counts as 1),
-            ``"absolute"`` ``‖ΔΦ‖`` (Def. 3.1), or ``"lipschitz"`` ``‖ΔΦ‖ / ‖z‖`` (a local Lipschitz estimate).
+            ``"absolute"`` ``‖ΔΦ‖`` (Def. 3.1), or ``"lipschitz"`` ``‖ΔΦ‖ / ‖z‖`` (a local Lipschitz estimate); a
+            tuple of forms returns a dict ``form -> Tensor N`` from the same samples.
         norm: vector norm of ``ΔΦ`` (``"fro"`` = L2, as captum's default, or any ``p``).
 
     Returns:
@@ -338,8 +339,9 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
     check_images(x)
     radius = _check_radius(radius)
     n = _check_n_samples(n_samples)
-    if form not in ("relative", "absolute", "lipschitz"):
-        raise ValueError(f"form must be 'relative', 'absolute' or 'lipschitz', got {form!r}")
+    forms = (form,) if isinstance(form, str) else tuple(form)
+    if not forms or any(f not in ("relative", "absolute", "lipschitz") for f in forms):
+        raise ValueError(f"form must be 'relative', 'absolute' or 'lipschitz' (or a tuple of them), got {form!r}")
     model = getattr(explain, "model", None)
     dev = model_device(model) if isinstance(model, nn.Module) else x.device
     xd = x.to(dev)
@@ -363,33 +365,44 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
             y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + shape)
             ty = None if t is None else t[a:b].repeat_interleave(s)
             phi = _call_explain(explain, y, ty).detach().reshape(b - a, s, -1)
-            dist = torch.linalg.vector_norm(phi - phi0[a:b].unsqueeze(1), ord=p, dim=2)
-            if form == "relative":
-                den = n0[a:b].unsqueeze(1)
-                dist = dist / torch.where(den == 0, torch.ones_like(den), den)
-            elif form == "lipschitz":
-                dz = torch.linalg.vector_norm(z.reshape(b - a, s, -1), ord=2, dim=2)
-                dist = dist / dz.clamp_min(1e-12)
-            m = dist.max(dim=1).values
+            dist = torch.linalg.vector_norm(phi - phi0[a:b].unsqueeze(1), ord=p, dim=2)           # r x s
+            cols = []
+            for f in forms:
+                if f == "relative":
+                    den = n0[a:b].unsqueeze(1)
+                    cols.append(dist / torch.where(den == 0, torch.ones_like(den), den))
+                elif f == "lipschitz":
+                    dz = torch.linalg.vector_norm(z.reshape(b - a, s, -1), ord=2, dim=2)
+                    cols.append(dist / dz.clamp_min(1e-12))
+                else:
+                    cols.append(dist)
+            m = torch.stack(cols, dim=-1).max(dim=1).values                                      # r x F
             best = m if best is None else torch.maximum(best, m)
         return best
 
-    return run_chunked(run, x.shape[0], rows_per).float().cpu()
+    out = run_chunked(run, x.shape[0], rows_per).float().cpu()
+    if isinstance(form, str):
+        return out[:, 0].contiguous()
+    return {f: out[:, i].contiguous() for i, f in enumerate(forms)}
 
 
 # ------------------------------------------------------------------------------------------ optimal explanation
 
 
 def _solve_psd(g: torch.Tensor, r: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Solve ``(G + ridge Id) φ = r`` for symmetric PSD ``G`` (``... x d x d``, ``r``: ``... x d x k``): Cholesky when
-    ``ridge > 0`` and it succeeds, else the pseudo-inverse (minimum-norm least squares)."""
+    """Solve ``(G + ridge Id) φ = r`` for symmetric PSD ``G`` (``... x d x d``, ``r``: ``... x d x k``).
+
+    Cholesky when it succeeds and ``G + ridge Id`` is well conditioned (pivot ratio > 1e-10), else the pseudo-inverse
+    (the minimum-norm least-squares solution, for a singular ``E[IIᵀ]``).
+    """
     eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
-    if ridge > 0:
-        l, info = torch.linalg.cholesky_ex(g + ridge * eye)
-        if not bool((info != 0).any()):
+    a = g + ridge * eye if ridge > 0 else g
+    l, info = torch.linalg.cholesky_ex(a)
+    if not bool((info != 0).any()):
+        piv = torch.diagonal(l, dim1=-2, dim2=-1) ** 2
+        if bool((piv.min(-1).values > 1e-10 * piv.max(-1).values).all()):
             return torch.cholesky_solve(r, l)
-        return torch.linalg.pinv(g + ridge * eye, hermitian=True) @ r
-    return torch.linalg.pinv(g, hermitian=True) @ r
+    return torch.linalg.pinv(a, hermitian=True) @ r
 
 
 def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
@@ -431,7 +444,7 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
         w0 = wts[0]
         g = (Wd * w0[:, None]).T @ Wd / w0.sum()
         return _solve_psd(g, r.T, ridge).T.float()
-    g = torch.einsum("nsd,ns,nse->nde", Wd, wts, Wd) / sw.unsqueeze(-1)
+    g = torch.bmm((Wd * wts.unsqueeze(-1)).transpose(1, 2), Wd) / sw.unsqueeze(-1)
     return _solve_psd(g, r.unsqueeze(-1), ridge).squeeze(-1).float()
 
 
@@ -494,7 +507,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturb
     def reduce(rows, d, diff):
         W = d.W.flatten(2).double()
         w = torch.ones_like(diff).double() if d.weights is None else d.weights.double()
-        g = torch.einsum("rsd,rs,rse->rde", W, w, W)
+        g = torch.bmm((W * w.unsqueeze(-1)).transpose(1, 2), W)
         r = torch.einsum("rsd,rs->rd", W, w * diff.double())
         return torch.cat([g, r.unsqueeze(1), w.sum(1).view(-1, 1, 1).expand(-1, 1, d_feat)], dim=1)
 
