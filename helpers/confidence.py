@@ -26,7 +26,7 @@ from .batching import chunk_size_for, forward, run_chunked
 from .validation import check_images, check_model, check_positive_int, check_target, model_device
 
 __all__ = ["max_softmax", "dropout_enabled", "MCDropoutResult", "mc_dropout", "penultimate_features", "TrustScore",
-           "baseline_confidences"]
+           "baseline_confidences", "ConfidenceSuite", "shift_sweep"]
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -268,3 +268,103 @@ def baseline_confidences(model: nn.Module, splits: dict, *, calibrate_on: Union[
                                                 torch.as_tensor(out[name]["pred"])).cpu().numpy()
         timings["trust score"] = clock() - t0
     return out
+
+
+class ConfidenceSuite:
+    """Every confidence of one model's predictions, fitted once and applied to any batch (clean or shifted).
+
+    ``fit`` fits temperature and Platt scaling on validation logits and Trust Score on training features;
+    ``scores(x)`` returns ``{"pred", "max softmax", "temperature", "platt", ["mc dropout", "mc agreement"],
+    ["trust score"], [ABC methods]}`` as numpy arrays. ABC is computed on the first ``abc_n`` inputs only (it costs
+    ``S`` forward passes per input), so its arrays may be shorter than the others.
+    """
+
+    def __init__(self, model: nn.Module, *, dropout_model: Optional[nn.Module] = None, n_passes: int = 20,
+                 abc_methods: Optional[dict] = None, abc_samples: int = 100, seed: int = 0) -> None:
+        check_model(model)
+        self.model, self.dropout_model, self.n_passes = model, dropout_model, n_passes
+        self.abc_methods = dict(abc_methods or {})
+        self.abc_samples, self.seed = abc_samples, seed
+        self.calibrators_: dict = {}
+        self.trust_: Optional[TrustScore] = None
+
+    def fit(self, x_val: torch.Tensor, y_val: torch.Tensor, x_train: Optional[torch.Tensor] = None,
+            y_train: Optional[torch.Tensor] = None) -> "ConfidenceSuite":
+        """Fit temperature / Platt on ``(x_val, y_val)`` and Trust Score on ``(x_train, y_train)`` (if given)."""
+        from .calibration import PlattScaling, TemperatureScaling
+
+        z = forward(self.model, x_val)
+        self.calibrators_ = {"temperature": TemperatureScaling().fit(z, y_val), "platt": PlattScaling().fit(z, y_val)}
+        if x_train is not None:
+            if y_train is None:
+                raise ValueError("y_train is required with x_train (Trust Score needs the training labels)")
+            self.trust_ = TrustScore().fit(penultimate_features(self.model, x_train),
+                                           y_train.to(model_device(self.model)))
+        return self
+
+    def scores(self, x: torch.Tensor, *, abc_n: Optional[int] = None) -> dict:
+        """All confidences of the model's predictions on ``x`` (``N x 1 x 28 x 28``); see the class docstring."""
+        from .abc import abc_confidence
+
+        if not self.calibrators_:
+            raise RuntimeError("ConfidenceSuite is not fitted yet; call fit(x_val, y_val, ...) first")
+        z = forward(self.model, x)
+        pred = z.argmax(dim=1)
+        out = {"pred": pred.cpu().numpy(), "max softmax": max_softmax(z).cpu().numpy()}
+        for k, cal in self.calibrators_.items():
+            c = cal.confidence(z)
+            out[k] = c.cpu().numpy() if isinstance(c, torch.Tensor) else np.asarray(c)
+        if self.dropout_model is not None:
+            r = mc_dropout(self.dropout_model, x, n_passes=self.n_passes, target=pred.cpu(), seed=self.seed)
+            out["mc dropout"], out["mc agreement"] = r.confidence.numpy(), r.agreement.numpy()
+        if self.trust_ is not None:
+            out["trust score"] = self.trust_.score(penultimate_features(self.model, x), pred).cpu().numpy()
+        n = x.shape[0] if abc_n is None else min(abc_n, x.shape[0])
+        dev = model_device(self.model)
+        for name, opts in self.abc_methods.items():
+            out[name] = abc_confidence(self.model, x[:n].to(dev), n_samples=self.abc_samples, seed=self.seed,
+                                       **opts).cpu().numpy()
+        return out
+
+
+def shift_sweep(suite: ConfidenceSuite, x: torch.Tensor, y: torch.Tensor, grids: dict, *,
+                abc_n: Optional[int] = None, seed: int = 0) -> tuple:
+    """Accuracy and every confidence of ``suite.model`` against shift strength.
+
+    Args:
+        grids: ``{kind: strengths}`` with kinds of :func:`helpers.shifts.apply_shift` (attacks are white-box against
+            ``suite.model``).
+        abc_n: ABC on the first ``abc_n`` images of each shifted batch.
+
+    Returns:
+        ``rows`` (list of dicts: ``kind``, ``strength``, ``method``, ``mean_confidence``, ``accuracy`` -- the accuracy
+        on the same images the method was averaged over -- and ``error_auroc`` where both right and wrong
+        predictions exist) and ``scores`` (``{(kind, strength): scores dict + "correct"}``).
+    """
+    from .metrics import error_auroc
+    from .shifts import apply_shift
+
+    y_cpu = y.cpu().numpy()
+    rows, scores = [], {}
+    clean = None
+    for kind, strengths in grids.items():
+        for s in strengths:
+            if float(s) == 0.0 and clean is not None:
+                sc = clean  # strength 0 is the clean batch for every kind: computed once
+            else:
+                xs = apply_shift(kind, x, float(s), y=y, model=suite.model, seed=seed)
+                sc = suite.scores(xs, abc_n=abc_n)
+                sc["correct"] = sc["pred"] == y_cpu
+                if float(s) == 0.0:
+                    clean = sc
+            correct = sc["correct"]
+            scores[(kind, float(s))] = sc
+            for method, conf in sc.items():
+                if method in ("pred", "correct"):
+                    continue
+                c = correct[: len(conf)]
+                row = {"kind": kind, "strength": float(s), "method": method, "mean_confidence": float(np.mean(conf)),
+                       "accuracy": float(c.mean()), "n": int(len(conf))}
+                row["error_auroc"] = error_auroc(conf, c) if 0 < c.sum() < len(c) else float("nan")
+                rows.append(row)
+    return rows, scores

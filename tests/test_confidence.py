@@ -97,3 +97,21 @@ def test_bad_input(cnn, mnist_small):
         ts.score(torch.randn(3, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="alpha"):
         K.TrustScore(alpha=1.0)
+
+
+def test_confidence_suite_and_shift_sweep(cnn, mnist_test):
+    from helpers.data import load_mnist
+
+    xv, yv = load_mnist("val")
+    x, y = mnist_test[0][:24], mnist_test[1][:24]
+    suite = K.ConfidenceSuite(cnn, abc_methods={"abc": dict(method="ig", baseline="zero", n_steps=4)},
+                              abc_samples=4).fit(xv[:300], yv[:300], xv[300:800], yv[300:800])
+    sc = suite.scores(x, abc_n=5)
+    assert set(sc) == {"pred", "max softmax", "temperature", "platt", "trust score", "abc"}
+    assert len(sc["abc"]) == 5 and len(sc["platt"]) == 24
+    rows, scores = K.shift_sweep(suite, x, y, {"rotation": (0.0, 90.0), "noise": (0.0,)}, abc_n=5)
+    assert scores[("rotation", 0.0)] is scores[("noise", 0.0)]  # the clean batch is scored once
+    acc = {(r["kind"], r["strength"]): r["accuracy"] for r in rows if r["method"] == "max softmax"}
+    assert acc[("rotation", 90.0)] < acc[("rotation", 0.0)]
+    with pytest.raises(RuntimeError, match="not fitted"):
+        K.ConfidenceSuite(cnn).scores(x)
