@@ -111,7 +111,9 @@ class _Explorer(_Base):
         self.info.value = "<i>computing ...</i>"
         result = self.compute(**params)
         fig = self.render(result)
-        self.image.value = figure_png(fig)
+        png = figure_png(fig)
+        self.image.value = png
+        self.image.width = str(int.from_bytes(png[16:20], "big"))  # natural size: no blurry up-scaling
         self.info.value = self.describe(result)
         self.result, self.figure = result, fig
         return result
