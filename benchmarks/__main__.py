@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, help="timed repetitions per row (default 5, --quick 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds per row (default 1)")
     parser.add_argument("--max-seconds", type=float, help="stop repeating a row after this many seconds "
-                        "(at least 3 rounds; default 60, --quick 15)")
+                        "(at least 3 rounds; default 30, --quick 15)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the forward row")
     parser.add_argument("--notebooks", dest="notebook_pattern", help="only the notebooks matching this glob/substring")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default build/)")
@@ -59,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sizes[key] = int(value)
 
     ctx = Context(quick=args.quick, repeats=args.repeats or (3 if args.quick else 5), warmup=args.warmup,
-                  max_seconds=args.max_seconds or (15.0 if args.quick else 60.0), compile=not args.no_compile,
+                  max_seconds=args.max_seconds or (15.0 if args.quick else 30.0), compile=not args.no_compile,
                   notebook_pattern=args.notebook_pattern, sizes=sizes)
     out_dir = args.out or BUILD_DIR
     settings = {"quick": ctx.quick, "repeats": ctx.repeats, "warmup": ctx.warmup, "max_seconds": ctx.max_seconds,

@@ -12,13 +12,13 @@ __all__ = ["Context", "FULL_SIZES", "QUICK_SIZES"]
 #: Sizes named by the issue (the default run).
 FULL_SIZES: Dict[str, int] = {
     "forward_batch": 1024,
-    "ig_images": 64, "ig_steps": 50,
+    "ig_images": 32, "ig_steps": 50,
     "shap_background": 100, "shap_inputs": 32,
     "infid_images": 64, "infid_samples": 1000,
-    "sens_images": 32, "sens_samples": 10, "sens_ig_steps": 16,
-    "abc_images": 64, "abc_samples": 256, "abc_ig_steps": 32,
-    "abc_loop_images": 16,
-    "opt_images": 2, "opt_samples": 20000,
+    "sens_images": 16, "sens_samples": 10, "sens_ig_steps": 16,
+    "abc_images": 32, "abc_samples": 256, "abc_ig_steps": 32,
+    "abc_loop_images": 8,
+    "opt_images": 1, "opt_samples": 20000,
 }
 
 #: ``--quick``: a smoke run of the whole harness in a minute or two (ratios are less reliable).
@@ -51,7 +51,7 @@ class Context:
     quick: bool = False
     repeats: int = 5
     warmup: int = 1
-    max_seconds: float = 60.0
+    max_seconds: float = 30.0
     compile: bool = True
     seed: int = 0
     notebook_pattern: Optional[str] = None

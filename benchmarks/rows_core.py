@@ -44,7 +44,9 @@ def measure_ceiling(ctx: Context) -> List[RowResult]:
         except Exception as err:  # noqa: BLE001 - e.g. no C++ compiler: the other forms still run
             del fns["compile"]
             compile_note = f"torch.compile unavailable: {type(err).__name__}: {str(err)[:80]}"
-    timing = time_alternating({m: runner(f) for m, f in fns.items()}, **ctx.timing_kw())
+    # one forward pass is short (~0.1-0.5 s on a CPU): three times the rounds for a stable median
+    kw = {**ctx.timing_kw(), "repeats": 3 * ctx.repeats, "min_repeats": 3}
+    timing = time_alternating({m: runner(f) for m, f in fns.items()}, **kw)
     eager_s = timing.median("eager")
     best = min(fns, key=timing.median)
     ceiling_rate = n / timing.median(best)

@@ -446,12 +446,24 @@ def optimal_rows(ctx: Context) -> List[RowResult]:
 
     solve_fns = {
         "closed": lambda: fidelity.optimal_from_samples(W, diff, second_moment=moment),
+        "lstsq": lambda: fidelity.optimal_from_samples(W, diff),                # our sampled least squares
         "pinv": pinv_solve,
     }
     tm = time_alternating(solve_fns, **ctx.timing_kw())
     cos = cosine(tm.outputs["closed"], tm.outputs["pinv"])
-    lstsq = fidelity.optimal_from_samples(W, diff)                               # our sampled least squares
-    chk = compare_tensors(lstsq, tm.outputs["pinv"], rtol=2e-2)
+    chk = compare_tensors(tm.outputs["lstsq"], tm.outputs["pinv"], rtol=2e-2)
+    # reproducibility of each estimator: the same computation on a second, independent set of samples
+    gen2 = torch.Generator(device=x.device).manual_seed(ctx.seed + 1)
+    pert2 = nb.sample(x, s, gen2)
+    with torch.inference_mode():
+        fp2 = torch.stack([torch.cat([model(x[i] - pert2[i, a:a + 2048]).gather(1, t[i].expand(min(2048, s - a), 1))
+                                      for a in range(0, s, 2048)]).squeeze(1) for i in range(n)])
+    W2, diff2 = pert2.flatten(2), fx - fp2
+    rep_closed = cosine(tm.outputs["closed"], fidelity.optimal_from_samples(W2, diff2, second_moment=moment))
+    rep_lstsq = cosine(tm.outputs["lstsq"], fidelity.optimal_from_samples(W2, diff2))
+    del pert2, W2
+    repro = (f"seed-to-seed cos: closed form {float(rep_closed.median()):.2f}, least squares "
+             f"{float(rep_lstsq.median()):.2f}")
 
     def pinv_e2e():
         g = torch.Generator(device=x.device).manual_seed(ctx.seed)
@@ -471,14 +483,25 @@ def optimal_rows(ctx: Context) -> List[RowResult]:
     }
     te = time_alternating(e2e, **{**ctx.timing_kw(), "repeats": min(3, ctx.repeats)})
     sizes = f"{n} image(s) x {s:,} samples, d=784, NB σ=0.2"
+    closed_ok = bool(cos.median() > 0.9)
     return [
         RowResult(key="optimal.solve", title="NB optimal explanation: closed-form solve vs pinv",
                   ours="optimal_from_samples(second_moment=...)", reference="torch.linalg.pinv(I) @ Δf per image",
                   ours_s=tm.median("closed"), ref_s=tm.median("pinv"), ratio=tm.median("pinv") / tm.median("closed"),
                   target=100.0, sizes=sizes + "; same samples, forward passes excluded",
-                  check=(f"closed form uses the exact E[IIᵀ], pinv the sampled one: cos median "
-                         f"{float(cos.median()):.3f}; our sampled lstsq vs pinv: {chk.text}"),
-                  check_ok=chk.ok, extra={"cosine": cos.tolist(), "times": tm.times}),
+                  check=(f"a different estimator (exact E[IIᵀ] vs sampled): cos(closed, pinv) median "
+                         f"{float(cos.median()):.2f} (ok if > 0.9); {repro}"),
+                  check_ok=closed_ok,
+                  notes=("fast, but at this sample size the closed form is dominated by Monte-Carlo noise "
+                         "(see the seed-to-seed cosine); the sampled least squares is the usable estimator"
+                         if not closed_ok else ""),
+                  extra={"cosine": cos.tolist(), "repro_closed": rep_closed.tolist(),
+                         "repro_lstsq": rep_lstsq.tolist(), "times": tm.times}),
+        RowResult(key="optimal.lstsq", title="NB optimal explanation: our least squares vs pinv",
+                  ours="optimal_from_samples() (Gram + eigh)", reference="torch.linalg.pinv(I) @ Δf per image",
+                  ours_s=tm.median("lstsq"), ref_s=tm.median("pinv"), ratio=tm.median("pinv") / tm.median("lstsq"),
+                  target=None, sizes=sizes + "; same samples, forward passes excluded",
+                  check=f"{chk.text}; {repro}", check_ok=chk.ok, extra={"times": tm.times}),
         RowResult(key="optimal.e2e", title="NB optimal explanation end to end (incl. forwards)",
                   ours="optimal_explanation(method='closed_form')", reference="eager forwards + pinv",
                   ours_s=te.median("ours"), ref_s=te.median("pinv"), ratio=te.median("pinv") / te.median("ours"),
