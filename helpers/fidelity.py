@@ -42,7 +42,7 @@ __all__ = [
     "infidelity", "infidelity_from_samples", "beta_rescale", "sensitivity_max", "to_units",
     # optimal explanations and smoothing
     "optimal_explanation", "optimal_from_samples", "smooth", "choose_radius", "smoothing_sweep", "explainer",
-    "fast_model",
+    "fast_model", "explanation_suite", "score_explanations", "randomized_models", "rank_correlation",
     "KERNELS",
 ]
 
@@ -456,7 +456,9 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturb
 
     Methods:
         ``"closed_form"`` (local perturbations with a known ``E[IIᵀ] = u uᵀ + diag(D)``: :class:`Gaussian`,
-        :class:`NoisyBaseline`): only ``E[I Δf]`` is sampled; Sherman-Morrison solve, O(d) per input.
+        :class:`NoisyBaseline`): only ``E[I Δf]`` is sampled (with the control variate
+        ``E[I Δf] = E[I (Δf - c)] + c u``, ``u = E[I]`` known, ``c`` the sample mean of ``Δf``); Sherman-Morrison
+        solve, O(d) per input.
         ``"lstsq"``: least squares on the sampled perturbations, one batched solve per input (one shared solve for
         the global perturbations, whose masks do not depend on ``x``: the same masks serve every input); ``ridge``
         regularises, ``ridge=0`` uses the pseudo-inverse when ``E[IIᵀ]`` is singular (the rebuttal's remedy).
@@ -481,13 +483,18 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturb
     shape, N = tuple(x.shape[1:]), x.shape[0]
 
     if use_closed:
+        # E[I Δf] with a control variate: E[I Δf] = E[I (Δf - c)] + c E[I], E[I] = u known, c = mean Δf
         def reduce(rows, d, diff):
-            w = torch.ones_like(diff) if d.weights is None else d.weights
-            return torch.cat([torch.einsum("rsd,rs->rd", d.W.flatten(2).double(), (w * diff).double()),
-                              w.double().sum(1, keepdim=True)], dim=1)
+            W = d.W.flatten(2).double()
+            dd = diff.double()
+            return torch.cat([torch.einsum("rsd,rs->rd", W, dd), W.sum(1), dd.sum(1, keepdim=True),
+                              torch.full_like(dd[:, :1], dd.shape[1])], dim=1)
         acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, per_chunk, reduce)
-        r = acc[:, :-1] / acc[:, -1:]
+        d_feat = int(math.prod(shape))
+        cnt = acc[:, -1:]
+        s_wd, s_w, c = acc[:, :d_feat], acc[:, d_feat:2 * d_feat], acc[:, -2:-1] / cnt
         u, dg = (v.double().flatten(1) for v in perturbation.second_moment(xd))
+        r = (s_wd - c * s_w) / cnt + c * u
         dg = dg + ridge
         coef = (u * r / dg).sum(1, keepdim=True) / (1.0 + (u * u / dg).sum(1, keepdim=True))
         return ((r - coef * u) / dg).float().reshape(x.shape).cpu()
@@ -676,3 +683,105 @@ def choose_radius(model: nn.Module, x: torch.Tensor, explain: Explain, perturbat
     scores = {float(k): float(v.mean()) for k, v in inf.items()}
     best = min(scores, key=scores.get)
     return best, scores
+
+
+# ------------------------------------------------------------------------------ explanation suites and sanity checks
+
+
+def explanation_suite(model: nn.Module, perturbation: Perturbation, *, sg_radius: float = 0.2,
+                      sg_kernel: str = "uniform", n_sg: int = 20, ig_steps: int = 32, n_opt: int = 1000,
+                      opt_ridge: float = 1e-3, seed: int = 0) -> Dict[str, Explain]:
+    """The explanations of Yeh et al.'s Table 1 as explain functions in ``perturbation``'s units.
+
+    Names: ``Grad``, ``Grad-SG``, ``IG``, ``IG-SG``, ``GBP``, ``GBP-SG``, ``SHAP`` (DeepSHAP with the perturbation's
+    baseline as the background) and ``OPT`` (:func:`optimal_explanation` for ``perturbation``). Local units use the
+    gradient-like signal of each method (IG's path-averaged gradient, DeepSHAP's multipliers); global units multiply
+    it by ``(x - x0)`` at the explained input, after smoothing (as the authors' code does with ``binary_I``), so
+    global IG and SHAP are the usual attributions.
+    """
+    local = perturbation.units == "local"
+    x0 = getattr(perturbation, "baseline", 0.0)
+
+    def grad_like(method: str, **kw) -> Explain:
+        """The gradient-like (local-unit) explanation: Grad, GBP, IG's path-averaged gradient, DeepSHAP's multipliers."""
+        def fn(v: torch.Tensor, t=None) -> torch.Tensor:
+            ref = _baseline_like(x0, v)[:1]
+            extra = {"baseline": ref} if method == "ig" else {"references": ref} if method == "deepshap" else {}
+            return explainer(model, method, units="local", **kw, **extra)(v, t)
+        fn.model = model
+        return fn
+
+    def units(fn: Explain) -> Explain:
+        """Local units as they are; global units: times (x - x0) at the explained (unperturbed) input."""
+        if local:
+            return fn
+        g = lambda v, t=None: fn(v, t) * (v - _baseline_like(x0, v))  # noqa: E731
+        g.model = model
+        return g
+
+    def opt(v: torch.Tensor, t=None) -> torch.Tensor:
+        return optimal_explanation(model, v, perturbation, t, n_samples=n_opt, ridge=opt_ridge, seed=seed).to(v.device)
+
+    opt.model = model
+    out: Dict[str, Explain] = {}
+    for name, method, kw in (("Grad", "grad", {}), ("IG", "ig", {"n_steps": ig_steps}), ("GBP", "gbp", {})):
+        base = grad_like(method, **kw)
+        out[name] = units(base)
+        out[name + "-SG"] = units(smooth(base, sg_kernel, sg_radius, n_sg, seed=seed))
+    out["SHAP"] = units(grad_like("deepshap"))
+    out["OPT"] = opt
+    return {k: out[k] for k in ("Grad", "Grad-SG", "IG", "IG-SG", "GBP", "GBP-SG", "SHAP", "OPT")}
+
+
+def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Explain], perturbation: Perturbation,
+                       *, target=None, n_samples: Optional[int] = None, normalize: bool = True,
+                       sens_radius: float = 0.1, n_sens: int = 10, n_sens_images: Optional[int] = None,
+                       seed: int = 0) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Per-image infidelity (every explanation on the same perturbations) and max-sensitivity of a suite.
+
+    Returns:
+        ``{"infidelity": {name: Tensor N}, "sensitivity": {name: Tensor n_sens_images}, "explanations":
+        {name: Tensor like x}}``; sensitivity (relative form) on the first ``n_sens_images`` images (default all).
+    """
+    dev = model_device(model)
+    xd = x.to(dev)
+    t = _resolve_target(model, xd, target, dev)
+    phis = {k: _call_explain(f, xd, t).detach() for k, f in suite.items()}
+    inf = infidelity(model, xd, phis, perturbation, target=t, n_samples=n_samples, normalize=normalize, seed=seed + 1)
+    m = xd.shape[0] if n_sens_images is None else min(n_sens_images, xd.shape[0])
+    sens = {k: sensitivity_max(f, xd[:m], sens_radius, n_sens, seed=seed + 2, target=t[:m]) for k, f in suite.items()}
+    return {"infidelity": inf, "sensitivity": sens, "explanations": {k: v.cpu() for k, v in phis.items()}}
+
+
+def randomized_models(model: nn.Module, seed: int = 0) -> list:
+    """Cascading parameter randomisation (Adebayo et al. 2018): ``[(name, model)]`` with the layers re-initialised
+    cumulatively from the top (output) layer down; each copy is in eval mode, the original is untouched.
+
+    Each weight tensor is replaced by Gaussian noise of the same standard deviation (biases by zeros).
+    """
+    check_model(model)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    gen = torch.Generator().manual_seed(seed)
+    cur = copy.deepcopy(model)
+    out = []
+    for name, _ in reversed(layers):
+        cur = copy.deepcopy(cur)
+        layer = dict(cur.named_modules())[name]
+        with torch.no_grad():
+            w = layer.weight
+            noise = torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device)
+            w.copy_(noise * w.std())
+            if layer.bias is not None:
+                layer.bias.zero_()
+        out.append((name, cur.eval()))
+    return out
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per row of ``a`` and ``b`` (``N x ...``, flattened per row) -> ``N``."""
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        v = v.flatten(1).double()
+        return v.argsort(1).argsort(1).double()
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return ((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)).float()
