@@ -161,7 +161,8 @@ class AbcExplorer(_Explorer):
             _slider(widgets.IntSlider, "digit", min=0, max=x.shape[0] - 1, value=0),
             widgets.Dropdown(description="method", options=list(METHODS), value="ig"),
             widgets.Dropdown(description="baseline", options=list(BASELINES), value="zero"),
-            _slider(widgets.IntSlider, "budget", min=5, max=400, step=5, value=int(DEFAULT_BUDGET)),
+            _slider(widgets.FloatLogSlider, "budget", base=10, min=0.0, max=2.6, step=0.05,
+                    value=float(DEFAULT_BUDGET), readout_format=".3g"),
             _slider(widgets.IntSlider, "S", min=10, max=500, step=10, value=int(DEFAULT_SAMPLES)),
         ]
         super().__init__(controls, "ABC: attribution-based confidence of one digit")
