@@ -7,13 +7,16 @@ perturbed images, so its speed is bounded by the model's raw forward rate. :func
 * ``"eager"``         -- the model itself.
 * ``"channels_last"`` -- a copy of the model in channels-last memory format; 4-D inputs are converted on the way in
   (oneDNN / cuDNN convolutions are often faster in NHWC).
+* ``"jit"``           -- ``torch.jit.trace`` + ``torch.jit.optimize_for_inference`` (frozen weights, oneDNN conv + ReLU
+  fusion): builds in a second or two; **inference only** (no gradients). torch marks it deprecated in favour of
+  ``torch.compile``, but on a small CPU it was the fastest form we measured (see ``benchmarks/``).
 * ``"compile"``       -- ``torch.compile(model)`` (Inductor: fused conv + ReLU + pool); compiling costs tens of seconds
   once per process and input shape, so it only pays off for long runs.
 * ``"auto"``          -- time the candidates on an example batch and keep the fastest (cached per model, device and
-  input shape). ``compile`` is a candidate only when ``allow_compile=True``.
+  input shape). ``jit`` is a candidate unless ``need_grad=True``; ``compile`` only when ``allow_compile=True``.
 
 The returned callable does not switch on ``inference_mode`` or ``no_grad``: the caller decides (gradients flow
-through every form). The original model is never modified.
+through every form except ``"jit"``). The original model is never modified.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from .validation import check_model, model_device
 __all__ = ["MODES", "fast_forward_fn", "time_forward", "measure_forward_modes", "clear_cache"]
 
 #: The forward forms :func:`fast_forward_fn` can build.
-MODES: Tuple[str, ...] = ("eager", "channels_last", "compile")
+MODES: Tuple[str, ...] = ("eager", "channels_last", "jit", "compile")
 
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
-_AUTO_CACHE: Dict[Tuple[int, str, Tuple[int, ...], bool], str] = {}
+_AUTO_CACHE: Dict[Tuple[int, str, Tuple[int, ...], bool, bool], str] = {}
 
 
 def clear_cache() -> None:
@@ -49,7 +52,7 @@ def _sync(dev: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _build(model: nn.Module, mode: str) -> ForwardFn:
+def _build(model: nn.Module, mode: str, example: Optional[torch.Tensor] = None) -> ForwardFn:
     if mode == "eager":
         return model
     if mode == "channels_last":
@@ -62,6 +65,12 @@ def _build(model: nn.Module, mode: str) -> ForwardFn:
 
         channels_last_forward.mode = "channels_last"  # type: ignore[attr-defined]
         return channels_last_forward
+    if mode == "jit":
+        if example is None:
+            example = torch.zeros(8, 1, 28, 28, device=model_device(model))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch >= 2.6 marks torch.jit deprecated; it still works
+            return torch.jit.optimize_for_inference(torch.jit.trace(copy.deepcopy(model).eval(), example[:8]))
     if mode == "compile":
         return torch.compile(model)
     raise ValueError(f"mode must be one of {MODES + ('auto',)}, got {mode!r}")
@@ -94,7 +103,7 @@ def measure_forward_modes(model: nn.Module, x: torch.Tensor, *, modes: Sequence[
     out: Dict[str, float] = {}
     for mode in modes:
         try:
-            out[mode] = time_forward(_build(model, mode), x, repeats=repeats, warmup=warmup)
+            out[mode] = time_forward(_build(model, mode, x), x, repeats=repeats, warmup=warmup)
         except Exception as err:  # noqa: BLE001 - a missing compiler must not stop the other forms
             warnings.warn(f"forward mode {mode!r} failed: {type(err).__name__}: {err}", stacklevel=2)
             out[mode] = float("inf")
@@ -102,43 +111,44 @@ def measure_forward_modes(model: nn.Module, x: torch.Tensor, *, modes: Sequence[
 
 
 def fast_forward_fn(model: nn.Module, mode: str = "auto", *, example: Optional[torch.Tensor] = None,
-                    allow_compile: bool = False, repeats: int = 3) -> ForwardFn:
+                    allow_compile: bool = False, need_grad: bool = False, repeats: int = 3) -> ForwardFn:
     """A callable ``f(x) -> logits`` computing ``model(x)`` in the given form (see the module docstring).
 
     Args:
         model: an ``nn.Module`` in eval mode; it is not modified.
-        mode: ``"eager"``, ``"channels_last"``, ``"compile"`` or ``"auto"`` (measured choice).
-        example: an input batch (``N x ...``) to time the candidates on when ``mode="auto"``; default a batch of
-            256 MNIST-shaped zeros.
+        mode: ``"eager"``, ``"channels_last"``, ``"jit"``, ``"compile"`` or ``"auto"`` (measured choice).
+        example: an input batch (``N x ...``) to time the candidates on when ``mode="auto"`` and to trace ``"jit"``
+            with; default a batch of 256 MNIST-shaped zeros.
         allow_compile: let ``"auto"`` consider ``torch.compile`` (slow to build: worth it for runs of minutes).
+        need_grad: the caller will differentiate through the forward (``"auto"`` then never picks ``"jit"``).
         repeats: timed runs per candidate for ``"auto"``.
 
     Returns:
-        The forward callable. ``f.mode`` (when set) or ``getattr(f, "mode", ...)`` tells which form was chosen;
-        use :func:`chosen_mode` to read it reliably.
+        The forward callable; :func:`chosen_mode` tells which form it is.
     """
     check_model(model)
     if mode != "auto":
-        fn = _build(model, mode)
-        return fn
+        return _build(model, mode, example)
     dev = model_device(model)
     if example is None:
         example = torch.zeros(256, 1, 28, 28, device=dev)
-    key = (id(model), str(dev), tuple(example.shape), allow_compile)
+    key = (id(model), str(dev), tuple(example.shape), allow_compile, need_grad)
     if key not in _AUTO_CACHE:
-        modes = MODES if allow_compile else ("eager", "channels_last")
+        modes = [m for m in MODES if (m != "compile" or allow_compile) and (m != "jit" or not need_grad)]
         times = measure_forward_modes(model, example, modes=modes, repeats=repeats)
         _AUTO_CACHE[key] = min(times, key=times.get)
-    return _build(model, _AUTO_CACHE[key])
+    return _build(model, _AUTO_CACHE[key], example)
 
 
 def chosen_mode(fn: ForwardFn) -> str:
-    """Which form a callable returned by :func:`fast_forward_fn` is: ``"eager"``, ``"channels_last"`` or ``"compile"``."""
-    if isinstance(fn, nn.Module):
-        return "eager"
+    """Which form a callable returned by :func:`fast_forward_fn` is: one of :data:`MODES`."""
+    if isinstance(fn, torch.jit.ScriptModule):
+        return "jit"
+    if hasattr(fn, "_orig_mod"):  # torch.compile's OptimizedModule
+        return "compile"
     if getattr(fn, "mode", None) == "channels_last":
         return "channels_last"
-    return "compile"
+    return "eager"
 
 
 __all__.append("chosen_mode")

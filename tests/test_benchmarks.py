@@ -192,9 +192,9 @@ def test_forward_row_sets_the_ceiling_on_a_tiny_batch():
 
     ctx = Context(repeats=1, warmup=0, compile=False, device=torch.device("cpu"), sizes={"forward_batch": 16})
     ceiling = ensure_ceiling(ctx)
-    assert ceiling["mode"] in ("eager", "channels_last") and ceiling["rate"] > 0 and ceiling["batch"] == 16
+    assert ceiling["mode"] in ("eager", "channels_last", "jit") and ceiling["rate"] > 0 and ceiling["batch"] == 16
     rows = [r.finish() for r in measure_ceiling(ctx)]
-    assert {r.key for r in rows} == {"forward.eager", "forward.channels_last"}
+    assert {r.key for r in rows} == {"forward.eager", "forward.channels_last", "forward.jit"}
     assert all(r.check_ok for r in rows) and all(r.status == "info" for r in rows)
 
 
@@ -228,12 +228,13 @@ def test_fast_forward_fn_forms_agree(cnn, mnist_small):
     x = mnist_small[0][:8]
     with torch.inference_mode():
         ref = cnn(x)
-        for mode in ("eager", "channels_last"):
-            fn = fast_forward_fn(cnn, mode)
+        for mode in ("eager", "channels_last", "jit"):
+            fn = fast_forward_fn(cnn, mode, example=x)
             assert chosen_mode(fn) == mode
             torch.testing.assert_close(fn(x), ref, rtol=1e-4, atol=1e-5)
         auto = fast_forward_fn(cnn, "auto", example=x, repeats=1)
         torch.testing.assert_close(auto(x), ref, rtol=1e-4, atol=1e-5)
+        assert chosen_mode(fast_forward_fn(cnn, "auto", example=x, repeats=1, need_grad=True)) != "jit"
     assert "compile" in MODES
     assert next(cnn.parameters()).is_contiguous()  # the original model is untouched
     with pytest.raises(ValueError, match="mode"):
