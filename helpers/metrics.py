@@ -216,9 +216,11 @@ def excess_aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
 
 
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike,
-                       coverages: Union[float, Sequence[float]] = (0.90, 0.95, 0.99)) -> Union[float, Dict[float, float]]:
+                       coverages: Union[float, Sequence[float]] = (0.90, 0.95, 0.99),
+                       sample_weight: ArrayLike = None) -> Union[float, Dict[float, float]]:
     """Accuracy on the ``ceil(c N)`` most confident predictions, for each coverage ``c`` in ``(0, 1]``.
 
+    With ``sample_weight``, on the most confident predictions whose weighted share first reaches ``c``.
     Returns a float for a single coverage, else ``{coverage: accuracy}``.
     """
     single = np.isscalar(coverages)
@@ -226,9 +228,8 @@ def selective_accuracy(confidence: ArrayLike, correct: ArrayLike,
     for c in covs:
         if not 0.0 < c <= 1.0:
             raise ValueError(f"coverages must lie in (0, 1], got {c}")
-    _, risk = risk_coverage(confidence, correct)
-    n = risk.shape[0]
-    out = {c: float(1.0 - risk[max(1, int(np.ceil(c * n - 1e-9))) - 1]) for c in covs}
+    cov, risk = risk_coverage(confidence, correct, sample_weight)
+    out = {c: float(1.0 - risk[min(len(risk) - 1, int(np.searchsorted(cov, c - 1e-9)))]) for c in covs}
     return out[covs[0]] if single else out
 
 
@@ -402,7 +403,8 @@ def paired_bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], confi
 
 def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n_boot: int = 1000, seed: int = 0,
                      n_bins: int = 15, reference: Union[str, None] = None, sample_weight: ArrayLike = None) -> list:
-    """One row per method: error AUROC, error AUPR, AURC and ECE, each with a 95% bootstrap CI.
+    """One row per method: error AUROC, error AUPR, AURC and ECE, each with a 95% bootstrap CI, and the selective
+    accuracy at 90/95/99% coverage (``sel_acc@90`` ...).
 
     With ``reference`` (a key of ``confidences``), each row also gets the paired bootstrap CI of
     ``AUROC(method) - AUROC(reference)`` and ``AURC(method) - AURC(reference)`` (same resamples for both).
@@ -428,6 +430,8 @@ def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n
         for key, fn in metrics.items():
             ci = bootstrap_ci(fn, c, corr, w, n=n_boot, seed=seed)
             row.update({key: ci.estimate, f"{key}_lo": ci.low, f"{key}_hi": ci.high})
+        for cov in (0.90, 0.95, 0.99):
+            row[f"sel_acc@{int(round(100 * cov))}"] = selective_accuracy(c, corr, cov, w)
         if "ece" not in metrics:
             row.update({"ece": float("nan"), "ece_lo": float("nan"), "ece_hi": float("nan")})
         if reference is not None and name != reference:

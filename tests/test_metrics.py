@@ -197,3 +197,15 @@ def test_sample_weights_match_sklearn_and_replication():
     assert M.ece(probs, correct, 15, w) == pytest.approx(M.ece(probs[rep], correct[rep]), abs=1e-12)
     with pytest.raises(ValueError, match="sample_weight"):
         M.aurc(conf, correct, w[:5])
+
+
+def test_selective_accuracy_weighted_and_table_columns():
+    conf, correct = _random_case(5, n=100)
+    assert M.selective_accuracy(conf, correct, 0.9, np.ones(100)) == M.selective_accuracy(conf, correct, 0.9)
+    w = np.where(correct, 2.0, 1.0)
+    rep = np.repeat(np.arange(100), w.astype(int))
+    for c in (0.5, 0.9, 1.0):
+        assert M.selective_accuracy(conf, correct, c, w) == pytest.approx(
+            M.selective_accuracy(conf[rep], correct[rep], c), abs=0.02)
+    row = M.confidence_table({"a": 1 / (1 + np.exp(-conf))}, correct, n_boot=20)[0]
+    assert row["sel_acc@90"] == M.selective_accuracy(conf, correct, 0.9)
