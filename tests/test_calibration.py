@@ -79,8 +79,9 @@ def test_combined_confidence_uses_informative_features():
     conf = comb.confidence(feats)
     assert M.error_auroc(conf, correct) > M.error_auroc(good, correct)
     assert M.ece(conf, correct) < 0.03
-    gbm = C.CombinedConfidence(model="gbm").fit(feats, correct)
-    assert M.error_auroc(gbm.confidence(feats), correct) > 0.8
+    small = {k: v[:800] for k, v in feats.items()}
+    gbm = C.CombinedConfidence(model="gbm").fit(small, correct[:800])
+    assert M.error_auroc(gbm.confidence(small), correct[:800]) > 0.8
     # simple combinations
     np.testing.assert_allclose(C.product_confidence(good, noise), good * noise)
     np.testing.assert_allclose(C.min_confidence(good, noise), np.minimum(good, noise))

@@ -50,7 +50,7 @@ def test_sklearn_digits_look_like_mnist():
 
 
 def test_attacks_reduce_accuracy_and_respect_eps(cnn, mnist_test):
-    x, y = mnist_test[0][:32], mnist_test[1][:32]
+    x, y = mnist_test[0][:24], mnist_test[1][:24]
     eps = 0.2
     clean = (predict(cnn, x) == y).float().mean().item()
     for adv in (S.fgsm(cnn, x, y, eps), S.pgd(cnn, x, y, eps, steps=5, seed=0)):
@@ -62,7 +62,7 @@ def test_attacks_reduce_accuracy_and_respect_eps(cnn, mnist_test):
     full = S.pgd(cnn, x[:8], y[:8], eps, steps=3, seed=4)
     torch.testing.assert_close(S.pgd(cnn, x[:8], y[:8], eps, steps=3, seed=4, batch_size=8), full)
     # pgd is at least as strong as fgsm on the same images (more steps, projected)
-    assert (predict(cnn, S.pgd(cnn, x, y, eps, steps=10)) == y).sum() <= (predict(cnn, S.fgsm(cnn, x, y, eps)) == y).sum()
+    assert (predict(cnn, S.pgd(cnn, x, y, eps, steps=5)) == y).sum() <= (predict(cnn, S.fgsm(cnn, x, y, eps)) == y).sum()
     # works under inference_mode too (the gradient is re-enabled inside)
     with torch.inference_mode():
         adv = S.fgsm(cnn, x[:4], y[:4], 0.1)
