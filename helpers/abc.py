@@ -18,9 +18,9 @@ The algorithm, for one input ``x`` with predicted class ``t`` (or a given ``targ
    uniformly per sample).
 4. **Conformance.** ``ABC(x) = (1/S) sum_s 1[argmax f(x^(s)) = t]``.
 
-Everything is a pure function of ``seed`` and the input's position in ``x``: the uniforms come from a counter-based
-hash of ``(seed, input, sample, feature)`` (:func:`helpers.attribution.hash_uniform`), so the chunk size and the
-device do not change the result. The ``N x S`` perturbed copies are built on the model's device chunk by chunk and
+Everything is a pure function of ``seed`` and the input's position in ``x``: the mask uniforms of sample row
+``input * S + sample`` come from a seeded table of rows (:func:`helpers.attribution.block_uniform`, generator blocks
+of 64 rows), so the chunk size does not change the result (the table is per device type: CPU and CUDA differ). The ``N x S`` perturbed copies are built on the model's device chunk by chunk and
 each chunk is one batched forward pass under ``torch.inference_mode`` (through a ``channels_last`` copy of a CNN,
 see :func:`helpers.attribution.fast_model`).
 """
@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .attribution import METHODS, BaselineLike, Explanation, _keys, explain, fast_model, hash_uniform
+from .attribution import METHODS, BaselineLike, Explanation, _keys, block_uniform, explain, fast_model, hash_uniform
 from .batching import chunk_size_for, run_chunked
 from .validation import check_finite, check_like, check_positive_int
 
@@ -208,7 +208,7 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
     def sample(a: int, b: int):
         rows = torch.arange(a, b, device=dev, dtype=torch.int64)
         i = rows // n_samples
-        u = hash_uniform(seed, _keys(b - a, d, dev, start=a * d), stream=51)
+        u = block_uniform(seed, a, b, d, dev, stream=51)
         mask = u < p[i]
         if k > 1:
             kidx = (hash_uniform(seed, rows, stream=52) * k).long().clamp_(max=k - 1)
