@@ -34,12 +34,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stem", default="bench", help="output file stem (default bench -> bench.json, bench.md)")
     parser.add_argument("--set", action="append", default=[], metavar="SIZE=N",
                         help="override one size (repeatable), e.g. --set infid_samples=200; see benchmarks/context.py")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="merge the rows of earlier runs' JSON files into --out/--stem (no measurement)")
     parser.add_argument("--list", action="store_true", help="list the row groups and exit")
     args = parser.parse_args(argv)
 
     if args.list:
         for k, s in rows.items():
             print(f"{k:<12} {s.help}")
+        return 0
+    if args.merge:
+        from helpers import BUILD_DIR
+
+        from .harness import load_outputs
+
+        all_rows, all_nb, env, settings = [], [], {}, {"merged": [str(p) for p in args.merge]}
+        for path in args.merge:
+            r, nb, e, st = load_outputs(path)
+            all_rows += r
+            all_nb += nb
+            env = env or e
+            settings[path.stem] = st
+        paths = write_outputs(all_rows, all_nb, env, args.out or BUILD_DIR,
+                              settings={"merged": ", ".join(p.name for p in args.merge)}, stem=args.stem)
+        print(f"wrote {paths['md']} and {paths['json']}")
         return 0
     wanted = _split(args.rows) or list(rows)
     unknown = [k for k in wanted + _split(args.skip) if k not in rows]

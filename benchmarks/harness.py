@@ -33,6 +33,7 @@ __all__ = [
     "environment",
     "render_markdown",
     "write_outputs",
+    "load_outputs",
 ]
 
 
@@ -205,6 +206,8 @@ class RowResult:
 
 def environment() -> Dict[str, Any]:
     """Device, versions and date of this run."""
+    import os
+
     import captum
     import numpy
     import shap
@@ -214,12 +217,8 @@ def environment() -> Dict[str, Any]:
     if torch.cuda.is_available():
         dev, name = "cuda", torch.cuda.get_device_name(0)
     try:
-        import os
-
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        import os
-
         cores = os.cpu_count() or 0
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -233,6 +232,7 @@ def environment() -> Dict[str, Any]:
         "shap": shap.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -273,7 +273,7 @@ def render_markdown(rows: Sequence[RowResult], env: Mapping[str, Any], *, notebo
     lines.append(f"_{env.get('date')}; device **{env.get('device')}** ({env.get('device_name')}, "
                  f"{env.get('cpu_cores')} cores, {env.get('torch_threads')} torch threads); torch {env.get('torch')}, "
                  f"captum {env.get('captum')}, shap {env.get('shap')}, numpy {env.get('numpy')}, "
-                 f"python {env.get('python')}_")
+                 f"python {env.get('python')}; load average at start {env.get('load_average_1min')}_")
     if settings:
         lines.append("")
         lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
@@ -292,12 +292,12 @@ def render_markdown(rows: Sequence[RowResult], env: Mapping[str, Any], *, notebo
                 _fmt(check), _fmt(r.sizes or "—")]) + " |")
     if notebook_rows:
         lines += ["", "## Notebooks in quick mode", "",
-                  "| Notebook | Wall (s) | Peak RSS (MB) | Target | Status |", "|---|---|---|---|---|"]
+                  "| Notebook | Wall (s) | Peak RSS (MB) | Load avg | Target | Status |", "|---|---|---|---|---|---|"]
         for r in notebook_rows:
             mem = r.extra.get("peak_rss_mb")
             tgt = r.extra.get("target_text", "—")
-            lines.append(f"| {_fmt(r.title)} | {_fmt(r.ours_s)} | {_fmt(mem)} | {tgt} | "
-                         + (f"**{r.status}**" if r.status in ("PASS", "BELOW") else _fmt(r.status)) + " |")
+            lines.append(f"| {_fmt(r.title)} | {_fmt(r.ours_s)} | {_fmt(mem)} | {_fmt(r.extra.get('load_average_1min'))} "
+                         f"| {tgt} | " + (f"**{r.status}**" if r.status in ("PASS", "BELOW") else _fmt(r.status)) + " |")
     notes = [r for r in [*rows, *notebook_rows] if r.notes]
     if notes:
         lines += ["", "Notes:", ""]
@@ -321,3 +321,18 @@ def write_outputs(rows: Sequence[RowResult], notebook_rows: Sequence[RowResult],
     atomic_write_bytes(json_path, json.dumps(payload, indent=2, default=str).encode())
     atomic_write_bytes(md_path, render_markdown(rows, env, notebook_rows=notebook_rows, settings=settings).encode())
     return {"json": json_path, "md": md_path}
+
+
+def load_outputs(path: Path):
+    """Read a ``bench.json`` back: ``(rows, notebook_rows, environment, settings)`` (e.g. to merge two runs)."""
+    data = json.loads(Path(path).read_text())
+
+    def back(d: Dict[str, Any]) -> RowResult:
+        d = dict(d)
+        for k in ("ratio", "ours_s", "ref_s", "target"):
+            if isinstance(d.get(k), str):
+                d[k] = float(d[k])
+        return RowResult(**d)
+
+    return ([back(d) for d in data.get("rows", [])], [back(d) for d in data.get("notebooks", [])],
+            data.get("environment", {}), data.get("settings", {}))

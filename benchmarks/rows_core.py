@@ -110,11 +110,13 @@ def notebook_rows(ctx: Context, pattern: Optional[str] = None, paths: Optional[S
                                          extra={"target_text": target_text}))
             continue
         wall, mem = stats["wall_seconds"], stats["peak_rss_mb"]
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         ok = wall <= NOTEBOOK_MAX_SECONDS and mem <= NOTEBOOK_MAX_MB
         r = RowResult(key=f"notebook.{p.stem}", title=p.name, ours="quick mode", ours_s=wall, ratio=wall,
                       ratio_kind="s", target=NOTEBOOK_MAX_SECONDS, higher_is_better=False,
                       sizes="SCALE=quick, 2 threads",
-                      extra={"peak_rss_mb": mem, "target_text": target_text, "wall_seconds": wall})
+                      extra={"peak_rss_mb": mem, "target_text": target_text, "wall_seconds": wall,
+                             "load_average_1min": round(load, 2)})
         r.status = "PASS" if ok else "BELOW"
         out.append(r)
         print(f"    {wall:.1f} s, {mem:.0f} MB: {r.status}", flush=True)

@@ -157,8 +157,16 @@ def test_write_outputs_and_markdown(tmp_path: Path):
     md = paths["md"].read_text()
     assert "| ours vs ref | x | y | 0.5 | 1.5 | 3× | >= 2× | **PASS** | ✔ max\\|Δ\\| 0 | 4 images |" in md
     assert "0.5× ceiling" in md and "**BELOW**" in md and "n/a: helpers.abc not available yet" in md
-    assert "| 00_setup.ipynb | 12 | 512 | <= 180 s and <= 2048 MB | **PASS** |" in md
+    assert "| 00_setup.ipynb | 12 | 512 | — | <= 180 s and <= 2048 MB | **PASS** |" in md
     assert render_markdown([], env).startswith("# Benchmarks")
+    # read back and merge (e.g. a CPU run and a notebook run)
+    from benchmarks.__main__ import main
+    from benchmarks.harness import load_outputs
+
+    back_rows, back_nb, back_env, _ = load_outputs(paths["json"])
+    assert [r.status for r in back_rows] == [r.status for r in rows] and back_nb[0].extra["peak_rss_mb"] == 512.0
+    assert main(["--merge", str(paths["json"]), str(paths["json"]), "--out", str(tmp_path), "--stem", "merged"]) == 0
+    assert len(json.loads((tmp_path / "merged.json").read_text())["rows"]) == 2 * len(rows)
 
 
 def test_notebook_rows_pass_below_and_failure(monkeypatch, tmp_path: Path):
