@@ -250,7 +250,7 @@ def _evaluate(fm, xd, t, fx, perturbation: Perturbation, n: int, seed: int, per_
             s = min(samples_per, n - s0)
             d = perturbation.draw_block(xd, slice(a, b), s0, s, gen)
             with torch.inference_mode():
-                xp = (xd[a:b].unsqueeze(1) - d.I).reshape((-1,) + shape)
+                xp = (xd[a:b].unsqueeze(1) - d.I if d.perturbed is None else d.perturbed).reshape((-1,) + shape)
                 fp = _logit(fm, xp, t[a:b].repeat_interleave(s)).view(b - a, s)
                 diff = fx[a:b].unsqueeze(1) - fp
                 part = reduce(slice(a, b), d, diff)
@@ -427,17 +427,18 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
     wts = torch.ones(diff.shape, dtype=torch.float64, device=diff.device) if weights is None else weights.double()
     wts = wts.expand(diff.shape)
     sw = wts.sum(-1, keepdim=True)                                            # N x 1
-    Wd = W.double()
+    wy = (wts * diff.double()).to(W.dtype)
     if shared:
-        r = torch.einsum("sd,ns->nd", Wd, wts * diff.double()) / sw
+        r = (wy @ W).double() / sw
     else:
-        r = torch.einsum("nsd,ns->nd", Wd, wts * diff.double()) / sw          # E[W diff]
+        r = torch.bmm(wy.unsqueeze(1), W).squeeze(1).double() / sw          # E[W diff], one pass over W
     if second_moment is not None:
         u, dg = (t.double().flatten(1) for t in second_moment)
         dg = dg + ridge
         dinv_r, dinv_u = r / dg, u / dg
         coef = (u * dinv_r).sum(1, keepdim=True) / (1.0 + (u * dinv_u).sum(1, keepdim=True))
         return (dinv_r - coef * dinv_u).float()
+    Wd = W.double()
     if shared:
         if weights is not None and wts.shape[0] > 1 and not bool((wts == wts[:1]).all()):
             raise ValueError("shared W needs the same weights for every input")
@@ -485,9 +486,10 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturb
     if use_closed:
         # E[I Δf] with a control variate: E[I Δf] = E[I (Δf - c)] + c E[I], E[I] = u known, c = mean Δf
         def reduce(rows, d, diff):
-            W = d.W.flatten(2).double()
+            W = d.W.flatten(2)
             dd = diff.double()
-            return torch.cat([torch.einsum("rsd,rs->rd", W, dd), W.sum(1), dd.sum(1, keepdim=True),
+            wd = torch.bmm(diff.to(W.dtype).unsqueeze(1), W).squeeze(1)                    # r x d, one pass
+            return torch.cat([wd.double(), W.sum(1).double(), dd.sum(1, keepdim=True),
                               torch.full_like(dd[:, :1], dd.shape[1])], dim=1)
         acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, per_chunk, reduce)
         d_feat = int(math.prod(shape))

@@ -50,11 +50,13 @@ class Draw(NamedTuple):
         W: ``N x n x ...`` the factor that multiplies the explanation in ``Iᵀ Φ`` (``I`` for local units, the mask
             ``M`` for global ones).
         weights: ``N x n`` non-negative sample weights, or ``None`` for uniform weights.
+        perturbed: optionally ``x[:, None] - I`` itself, when the perturbation builds it anyway (saves a pass).
     """
 
     I: torch.Tensor
     W: torch.Tensor
     weights: Optional[torch.Tensor] = None
+    perturbed: Optional[torch.Tensor] = None
 
 
 def _check_sigma(sigma: object, name: str = "sigma") -> float:
@@ -222,12 +224,12 @@ class NoisyBaseline(Perturbation):
     def _draw(self, x, n, generator, start=0):
         x0 = _baseline_like(self.baseline, x)
         shape = (x.shape[0], n) + tuple(x.shape[1:])
-        z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype).mul_(self.sigma)
-        z.add_(x0.unsqueeze(1))
+        z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        torch.add(x0.unsqueeze(1), z, alpha=self.sigma, out=z)             # z = x0 + σ n
         if self.clip:
             z.clamp_(0.0, 1.0)
-        i = z.neg_().add_(x.unsqueeze(1))                                # I = x - z
-        return Draw(i, i)
+        i = x.unsqueeze(1) - z                                             # I = x - z
+        return Draw(i, i, None, z)
 
     def moments(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (each broadcastable to ``x``) of the perturbed input ``z = x - I``."""
