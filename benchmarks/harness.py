@@ -301,7 +301,7 @@ def render_markdown(rows: Sequence[RowResult], env: Mapping[str, Any], *, notebo
     notes = [r for r in [*rows, *notebook_rows] if r.notes]
     if notes:
         lines += ["", "Notes:", ""]
-        lines += [f"- **{r.title}**: {r.notes}" for r in notes]
+        lines += [f"- **{r.title}**: {r.notes.strip().lstrip(';').strip()}" for r in notes]
     return "\n".join(lines) + "\n"
 
 

@@ -65,8 +65,8 @@ def measure_ceiling(ctx: Context) -> List[RowResult]:
             key=f"forward.{m}", title=f"forward cnn, {m}", ours=f"{m}: {n / t:,.0f} img/s",
             reference="eager", ours_s=t, ref_s=eager_s, ratio=eager_s / t, ratio_kind="speed-up",
             target=None, check=check.text, check_ok=check.ok, sizes=f"batch {n}",
-            notes=(f"ceiling = {best} at {ceiling_rate:,.0f} img/s" if m == best else "")
-            + ("; " + compile_note if m == "compile" and compile_note else ""),
+            notes="; ".join(part for part in [f"ceiling = {best} at {ceiling_rate:,.0f} img/s" if m == best else "",
+                                              compile_note if m == "compile" else ""] if part),
             extra={"images_per_second": n / t, "is_ceiling": m == best, "times": timing.times[m]}).finish())
     if "compile" not in fns and compile_note:
         rows.append(RowResult.skipped("forward.compile", "forward cnn, compile", compile_note))
