@@ -347,3 +347,36 @@ def test_bad_input_names_the_problem(linear_model):
         optimal_explanation(linear_model, x, Gaussian(0.1), ridge=-1.0, n_samples=3)
     with pytest.raises(ValueError, match="explain must return"):
         sensitivity_max(lambda v: v[:, :, :2], x, 0.1, 2)
+
+
+# ------------------------------------------------------------------------------------- suites and sanity helpers
+
+
+def test_noisy_baseline_perturbed_input_is_x_minus_i():
+    x = _x(2)
+    d = NoisyBaseline(0.2).draw(x, 5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(d.perturbed, x.unsqueeze(1) - d.I)
+
+
+def test_rank_correlation_and_randomized_models(linear_model):
+    a = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(F.rank_correlation(a, 2 * a + 1), torch.ones(3))
+    torch.testing.assert_close(F.rank_correlation(a, -a), -torch.ones(3))
+    layers = F.randomized_models(linear_model, seed=0)
+    assert [name for name, _ in layers] == ["linear"]
+    w0 = linear_model.linear.weight.detach().clone()
+    assert not torch.equal(layers[0][1].linear.weight, w0)
+    torch.testing.assert_close(linear_model.linear.weight.detach(), w0)      # the original is untouched
+
+
+def test_explanation_suite_units(cnn, mnist_small):
+    from helpers.attribution import attribute
+
+    x = mnist_small[0][:2]
+    suite = F.explanation_suite(cnn, Square(sizes=(2,), sample=True), n_sg=2, ig_steps=4, n_opt=20)
+    assert list(suite) == ["Grad", "Grad-SG", "IG", "IG-SG", "GBP", "GBP-SG", "SHAP", "OPT"]
+    t = cnn(x).argmax(1)
+    torch.testing.assert_close(suite["IG"](x, t), attribute(cnn, x, t, method="ig", baseline="zero", n_steps=4))
+    torch.testing.assert_close(suite["Grad"](x, t), attribute(cnn, x, t, method="grad") * x)
+    local = F.explanation_suite(cnn, NoisyBaseline(0.2), n_sg=2, ig_steps=4, n_opt=20)
+    torch.testing.assert_close(local["Grad"](x, t), attribute(cnn, x, t, method="grad"))
