@@ -176,3 +176,13 @@ def test_bad_input(cnn, mnist_small):
         abc_confidence(model, x)
     with pytest.raises(ValueError, match="unknown method"):
         abc_confidence(cnn, x, method="occlusion")
+
+
+def test_keep_masks_false_gives_same_labels(cnn, mnist_small):
+    x = mnist_small[0][:2]
+    refs = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    kw = dict(method="expected_gradients", references=refs, n_samples=30, budget=10, return_details=True)
+    a = abc_confidence(cnn, x, **kw)
+    b = abc_confidence(cnn, x, keep_masks=False, **kw)
+    assert b.masks is None
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.reference_index, b.reference_index)
