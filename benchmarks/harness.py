@@ -242,8 +242,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         if math.isinf(v):
             return "inf"
-        if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        if v != 0 and abs(v) < 1e-3:
             return f"{v:.2e}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
         return f"{v:.{digits}g}"
     return str(v).replace("|", "\\|")
 
