@@ -288,6 +288,6 @@ def flip_rate_by_bin(model: nn.Module, x: torch.Tensor, scores: torch.Tensor, ba
         mask = (u <= thr) & (u < 2.0)
         xs = torch.where(mask, bf.unsqueeze(1), xf.unsqueeze(1)).reshape(n * n_samples, *x.shape[1:])
         with torch.inference_mode():
-            labels = run_chunked(lambda a, b: fwd(xs[a:b]).argmax(1), xs.shape[0], 4096).view(n, n_samples)
+            labels = run_chunked(lambda a, b: fwd(xs[a:b]).argmax(1), xs.shape[0], 4096).view(n, n_samples)  # noqa: B023 - used at once
         out[:, q] = (labels != target.view(-1, 1)).float().mean(1)
     return out.cpu()

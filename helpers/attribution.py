@@ -38,17 +38,17 @@ on the chunk size or on the device.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import chunk_size_for, memory_budget, run_chunked
+from .batching import chunk_size_for, run_chunked
+from .fastpath import channels_last_forward
 from .validation import check_images, check_like, check_model, check_positive_int, check_target, model_device
 
 __all__ = [
@@ -293,34 +293,12 @@ def integration_points(n_steps: int, rule: str = "gausslegendre") -> Tuple[torch
     raise ValueError(f"integration must be one of {INTEGRATION_RULES}, got {rule!r}")
 
 
-_FAST_CACHE: Dict[int, Tuple[nn.Module, nn.Module, tuple]] = {}
-
-
 def fast_model(model: nn.Module, x: Optional[torch.Tensor] = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A forward function for inference: a ``channels_last`` copy of ``model`` when it has 2-D convolutions.
-
-    On a 2-core CPU this alone doubled the throughput of the MNIST CNN (fp32, identical labels up to
-    float round-off). The copy is cached per model object and rebuilt when a parameter is modified in place
-    (its version counter moves); ``fast_model.cache_clear()`` drops the cache.
-    """
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()) or (x is not None and x.dim() != 4):
+    """A forward function for inference and input gradients: :func:`helpers.fastpath.channels_last_forward` of a
+    CNN (cached, rebuilt when a weight changes), or ``model`` itself for non-image inputs or models without conv."""
+    if x is not None and x.dim() != 4:
         return model
-    key = id(model)
-    version = tuple(int(p._version) for p in model.parameters())   # bumped by every in-place weight update
-    hit = _FAST_CACHE.get(key)
-    if hit is None or hit[0] is not model or hit[2] != version:
-        fm = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
-        _FAST_CACHE[key] = (model, fm, version)
-        hit = _FAST_CACHE[key]
-    fm = hit[1]
-
-    def run(inp: torch.Tensor) -> torch.Tensor:
-        return fm(inp.contiguous(memory_format=torch.channels_last))
-
-    return run
-
-
-fast_model.cache_clear = _FAST_CACHE.clear  # type: ignore[attr-defined]
+    return channels_last_forward(model)
 
 
 def _check_inputs(model: nn.Module, x: torch.Tensor) -> torch.device:

@@ -23,15 +23,26 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import weakref
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .batching import chunk_size_for, memory_budget, run_chunked
-from .perturbations import (ConstantBaseline, Draw, Fixed, Gaussian, LinfBall, NoisyBaseline, Perturbation,
-                            ShapSubset, Square, square_masks, _baseline_like)
+from .batching import chunk_size_for, run_chunked
+from .fastpath import channels_last_copy
+from .perturbations import (
+    ConstantBaseline,
+    Draw,
+    Fixed,
+    Gaussian,
+    LinfBall,
+    NoisyBaseline,
+    Perturbation,
+    ShapSubset,
+    Square,
+    _baseline_like,
+    square_masks,
+)
 from .validation import check_images, check_like, check_model, check_target, model_device
 
 __all__ = [
@@ -84,27 +95,9 @@ def _check_perturbation(p: object) -> Perturbation:
     return p
 
 
-_FAST: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
-
-
-def _fingerprint(model: nn.Module) -> tuple:
-    return tuple((t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
-
-
 def fast_model(model: nn.Module) -> nn.Module:
-    """A forward-only copy of ``model`` in ``channels_last`` memory format when it has 2-d convolutions (faster on
-    CPU with oneDNN and on CUDA), else ``model`` itself. The copy is cached and rebuilt when a weight changes."""
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return model
-    key = _fingerprint(model)
-    hit = _FAST.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    fast = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    _FAST[model] = (key, fast)
-    return fast
+    """A forward-only channels-last copy of ``model`` (see :func:`helpers.fastpath.channels_last_copy`)."""
+    return channels_last_copy(model)
 
 
 def _logit(model: nn.Module, xs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -614,7 +607,8 @@ def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", 
         raise ValueError(f"units must be 'native', 'local' or 'global', got {units!r}")
 
     def explain(x: torch.Tensor, target=None) -> torch.Tensor:
-        from .attribution import attribute, explain as _explain
+        from .attribution import attribute
+        from .attribution import explain as _explain
 
         if units == "local":
             return _explain(model, x, target, method, **options).multipliers.to(x.device, x.dtype)

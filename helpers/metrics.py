@@ -18,9 +18,9 @@ AURC equal to the error rate rather than a value that depends on the sort algori
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Tuple, Union
-import warnings
 
 import numpy as np
 from scipy.stats import rankdata
@@ -438,7 +438,7 @@ def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n
             ref = confidences[reference]
             ref = as_array(ref, f"confidences[{reference!r}]")
             for key, fn in (("auroc", lambda a, b, ww: error_auroc(a, b)), ("aurc", aurc)):
-                d = bootstrap_ci(lambda a, b, cc, ww: fn(a, cc, ww) - fn(b, cc, ww), c, ref, corr, w,
+                d = bootstrap_ci(lambda a, b, cc, ww: fn(a, cc, ww) - fn(b, cc, ww), c, ref, corr, w,  # noqa: B023 - used at once
                                  n=n_boot, seed=seed)
                 row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high})
         rows.append(row)
