@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Union
 
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import DATA_DIR, device as default_device
+from . import DATA_DIR
+from . import device as default_device
 from .io import atomic_path, atomic_write_json, sha256_file
 
 __all__ = ["MODEL_NAMES", "ROBUST_EPS", "MnistCNN", "MnistMLP", "get_model", "model_info", "model_dir",

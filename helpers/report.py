@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
-from . import RESULTS_DIR, BUILD_DIR, device, scale
+from . import BUILD_DIR, RESULTS_DIR, device, scale
 from .io import atomic_path, atomic_write_bytes, atomic_write_json
 
 __all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment"]

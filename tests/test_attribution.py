@@ -10,8 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from helpers.attribution import (BASELINES, INTEGRATION_RULES, METHODS, attribute, deeplift_multipliers, explain,
-                                 hash_uniform, make_baseline, make_references)
+from helpers.attribution import (
+    BASELINES,
+    INTEGRATION_RULES,
+    METHODS,
+    attribute,
+    deeplift_multipliers,
+    explain,
+    hash_uniform,
+    make_baseline,
+    make_references,
+)
 
 
 def _logit(model, x, t):

@@ -6,13 +6,25 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from conftest import QuadraticModel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import fidelity as F
-from helpers.fidelity import (ConstantBaseline, Fixed, Gaussian, LinfBall, NoisyBaseline, ShapSubset, Square,
-                              infidelity, optimal_explanation, optimal_from_samples, sensitivity_max, smooth)
-
-from conftest import LinearModel, QuadraticModel
+from helpers.fidelity import (
+    ConstantBaseline,
+    Fixed,
+    Gaussian,
+    LinfBall,
+    NoisyBaseline,
+    ShapSubset,
+    Square,
+    infidelity,
+    optimal_explanation,
+    optimal_from_samples,
+    sensitivity_max,
+    smooth,
+)
 
 LOCAL = [Gaussian(0.1), NoisyBaseline(0.2), NoisyBaseline(0.3, baseline=0.5, clip=False), LinfBall(0.1)]
 GLOBAL = [ConstantBaseline(0.0), ConstantBaseline(0.3), Square(sizes=(1, 2, 3)), Square(sizes=(2,), sample=True),
