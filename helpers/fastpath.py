@@ -33,7 +33,7 @@ from torch import nn
 from .validation import check_model, model_device
 
 __all__ = ["MODES", "fast_forward_fn", "time_forward", "measure_forward_modes", "clear_cache", "channels_last_copy",
-           "channels_last_forward"]
+           "channels_last_forward", "jit_forward"]
 
 #: The forward forms :func:`fast_forward_fn` can build.
 MODES: Tuple[str, ...] = ("eager", "channels_last", "jit", "compile")
@@ -43,12 +43,14 @@ _AUTO_CACHE: Dict[Tuple[int, str, Tuple[int, ...], bool, bool], str] = {}
 
 
 _CHANNELS_LAST: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+_JIT: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, ForwardFn]]" = weakref.WeakKeyDictionary()
 
 
 def clear_cache() -> None:
     """Forget every choice made by ``mode="auto"`` and every cached channels-last copy."""
     _AUTO_CACHE.clear()
     _CHANNELS_LAST.clear()
+    _JIT.clear()
 
 
 def _fingerprint(model: nn.Module) -> tuple:
@@ -74,6 +76,27 @@ def channels_last_copy(model: nn.Module) -> nn.Module:
         p.requires_grad_(False)
     _CHANNELS_LAST[model] = (key, fast)
     return fast
+
+
+def jit_forward(model: nn.Module, example: torch.Tensor) -> ForwardFn:
+    """A cached inference-only ``"jit"`` form of ``model`` (trace + ``optimize_for_inference``: frozen weights, fused
+    conv + ReLU), traced on ``example[:8]``; the fastest forward measured on the 2-core CPU (``benchmarks/``).
+
+    Rebuilt when a weight changes (like :func:`channels_last_copy`). If tracing fails, warns and falls back to
+    :func:`channels_last_forward`. No gradients flow through the result.
+    """
+    key = (_fingerprint(model), tuple(example.shape[1:]), str(example.device))
+    hit = _JIT.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    try:
+        fn: ForwardFn = _build(model, "jit", example)
+    except Exception as err:  # noqa: BLE001 - an untraceable model still gets a fast path
+        warnings.warn(f"torch.jit could not trace the model ({type(err).__name__}: {err}); using channels_last",
+                      stacklevel=2)
+        fn = channels_last_forward(model)
+    _JIT[model] = (key, fn)
+    return fn
 
 
 def channels_last_forward(model: nn.Module) -> ForwardFn:
