@@ -528,18 +528,23 @@ _LINEAR_OK = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Identit
               nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Sequential, nn.Unflatten)
 
 
-class _RescaleFn(torch.autograd.Function):
-    """Identity on ``out`` in the forward pass; DeepLift's Rescale multiplier ``dy/dx`` in the backward pass.
-
-    The batch is ``[inputs; references]`` (2M rows); the multiplier of row ``i`` and ``M + i`` is
-    ``(y_i - y_{M+i}) / (x_i - x_{M+i})``, or the ordinary gradient where ``|x_i - x_{M+i}| < 1e-6`` (as in shap).
-    """
+class _DeepLiftRule(torch.autograd.Function):
+    """Identity on a module's output ``out`` in the forward pass (saving ``inp``, ``out`` and the module); the
+    subclasses replace the backward pass by a DeepLift rule on the ``[inputs; references]`` batch."""
 
     @staticmethod
     def forward(ctx, inp, out, module):  # noqa: D401
         ctx.save_for_backward(inp, out)
         ctx.module = module
         return out.view_as(out)
+
+
+class _RescaleFn(_DeepLiftRule):
+    """DeepLift's Rescale multiplier ``dy/dx`` in the backward pass.
+
+    The batch is ``[inputs; references]`` (2M rows); the multiplier of row ``i`` and ``M + i`` is
+    ``(y_i - y_{M+i}) / (x_i - x_{M+i})``, or the ordinary gradient where ``|x_i - x_{M+i}| < 1e-6`` (as in shap).
+    """
 
     @staticmethod
     def backward(ctx, g):
@@ -556,14 +561,8 @@ class _RescaleFn(torch.autograd.Function):
         return torch.where(small, ordinary, g * mult), None, None
 
 
-class _MaxPoolFn(torch.autograd.Function):
+class _MaxPoolFn(_DeepLiftRule):
     """shap's DeepLift rule for max pooling on a ``[inputs; references]`` batch."""
-
-    @staticmethod
-    def forward(ctx, inp, out, module):  # noqa: D401
-        ctx.save_for_backward(inp, out)
-        ctx.module = module
-        return out.view_as(out)
 
     @staticmethod
     def backward(ctx, g):
