@@ -80,17 +80,24 @@ def test_shap_deep_explainer_additivity_on_cnn():
     with torch.no_grad():
         fx = model(inputs)
         fb = model(background).mean(0)
-    total = torch.as_tensor(values).sum(dim=(1, 2, 3))  # 3 x 10 (inputs x classes)
+    total = torch.as_tensor(values, dtype=torch.float32).sum(dim=(1, 2, 3))  # 3 x 10 (inputs x classes)
     assert torch.allclose(total, fx - fb, atol=1e-3)
 
 
 def test_captum_deeplift_runs_on_cnn():
+    """captum's DeepLift hooks every nn.ReLU / nn.MaxPool2d module: it must run and be nearly complete.
+
+    captum's max-pool rule is not exactly complete (sum of attributions vs f(x) - f(0) differs by ~1e-2 logits here;
+    helpers.attribution's "deepshap" uses shap's exact rules instead), so the bound is relative.
+    """
     from captum.attr import DeepLift
 
     model = M.get_model("cnn", device="cpu")
     x, _ = load_mnist("test")
     attr, delta = DeepLift(model).attribute(x[:4], target=0, return_convergence_delta=True)
-    assert attr.shape == x[:4].shape and float(delta.abs().max()) < 1e-3
+    total = attr.sum(dim=(1, 2, 3)).abs()
+    assert attr.shape == x[:4].shape
+    assert bool((delta.abs() <= 0.02 * total.clamp_min(1.0)).all()), (delta, total)
 
 
 def test_corrupt_weights_are_not_loaded(tmp_path, monkeypatch):
