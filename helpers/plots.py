@@ -52,7 +52,7 @@ def risk_coverage_plot(confidences: dict, correct, *, ax=None, max_coverage: flo
         ax.plot(cov, 100 * risk, label=f"{name} (AURC {1000 * aurc(conf, correct, sample_weight):.2f}e-3)", lw=1.4)
     ax.set_xlim(0, max_coverage)
     ax.set_xlabel("coverage (fraction of predictions kept)")
-    ax.set_ylabel("risk (% errors among kept)")
+    ax.set_ylabel("risk (fraction of errors among kept)")
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
