@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .metrics import _as_weights as _weights  # one validation of sample_weight for both modules
 from .metrics import as_array
 
 __all__ = [
@@ -83,17 +84,6 @@ def _correct_array(correct: ArrayLike, n: int) -> np.ndarray:
         raise ValueError(f"correct contains a single class (every prediction is {'correct' if c.all() else 'wrong'}): "
                          "cannot fit a model of P(correct)")
     return c
-
-
-def _weights(sample_weight: Optional[ArrayLike], n: int) -> np.ndarray:
-    if sample_weight is None:
-        return np.ones(n)
-    w = as_array(sample_weight, "sample_weight")
-    if w.shape[0] != n:
-        raise ValueError(f"sample_weight has length {w.shape[0]}, expected {n} (one per example)")
-    if (w <= 0).any():
-        raise ValueError("sample_weight must be > 0")
-    return w
 
 
 def _proba_tensor(p: torch.Tensor, like: ArrayLike):
