@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .attribution import METHODS, BaselineLike, Explanation, _keys, block_uniform, explain, fast_model, hash_uniform
-from .batching import chunk_size_for, run_chunked
+from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .validation import check_finite, check_like, check_positive_int
 
 __all__ = ["ABCResult", "abc_confidence", "abc_weights", "weights_from_multipliers", "inclusion_probabilities",
@@ -208,7 +208,7 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
     fwd = _forward_fn(model, xd, forward_mode)
     xf = xd.reshape(n, d)
     rf = refs.reshape(refs.shape[0], k, d)
-    per_row = max(1, d * xd.element_size() * 64)
+    per_row = bytes_per_image(xd)
     rows_per_chunk = chunk_size or chunk_size_for(per_row, device=dev, maximum=8192)
     s_total = n * n_samples
 

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import chunk_size_for, run_chunked
+from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .fastpath import channels_last_forward
 from .validation import check_images, check_like, check_model, check_positive_int, check_target, model_device
 
@@ -339,7 +339,7 @@ def _grad_of_target(model: nn.Module, xs: torch.Tensor, target: torch.Tensor) ->
 
 
 def _bytes_per_image(x: torch.Tensor, backward: bool = True) -> int:
-    return max(1, x[0].numel() * 4 * (160 if backward else 64))
+    return bytes_per_image(x, 160 if backward else 64)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,9 +9,8 @@ out-of-memory error the chunk is halved and retried, so a run that fits nowhere 
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
 import torch
 from torch import nn
@@ -22,6 +21,7 @@ __all__ = [
     "DEFAULT_CPU_BUDGET",
     "memory_budget",
     "chunk_size_for",
+    "bytes_per_image",
     "is_oom_error",
     "run_chunked",
     "forward",
@@ -100,8 +100,9 @@ def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: 
     return torch.cat(parts, dim=0)
 
 
-def _bytes_per_image(x: torch.Tensor, activation_factor: int = 64) -> int:
-    """Rough bytes of activations one image costs in a forward pass of a small CNN (input size x a safety factor)."""
+def bytes_per_image(x: torch.Tensor, activation_factor: int = 64) -> int:
+    """Rough bytes of activations one image of ``x`` (``N x ...``) costs in a pass of a small CNN: the input's bytes
+    times ``activation_factor`` (64 covers a forward pass; about 160-200 a forward + backward)."""
     return max(1, x[0].numel() * x.element_size() * activation_factor)
 
 
@@ -113,7 +114,7 @@ def forward(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = No
     check_model(model)
     check_images(x)
     dev = model_device(model)
-    bs = batch_size or chunk_size_for(_bytes_per_image(x), device=dev)
+    bs = batch_size or chunk_size_for(bytes_per_image(x), device=dev)
 
     def run(a: int, b: int) -> torch.Tensor:
         with torch.inference_mode():
@@ -125,9 +126,3 @@ def forward(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = No
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = None) -> torch.Tensor:
     """Predicted labels (LongTensor ``N``) of ``model`` on ``x``; see :func:`forward`."""
     return forward(model, x, batch_size=batch_size).argmax(dim=1)
-
-
-def split_sizes(total: int, chunk: int) -> Sequence[int]:
-    """Sizes of consecutive chunks of at most ``chunk`` covering ``total`` (``[chunk, ..., rest]``)."""
-    n = math.ceil(total / chunk)
-    return [min(chunk, total - i * chunk) for i in range(n)]

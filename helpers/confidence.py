@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import chunk_size_for, forward, run_chunked
+from .batching import bytes_per_image, chunk_size_for, forward, run_chunked
 from .validation import check_images, check_model, check_positive_int, check_target, model_device
 
 __all__ = ["max_softmax", "dropout_enabled", "MCDropoutResult", "mc_dropout", "penultimate_features", "TrustScore",
@@ -91,7 +91,7 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, *, n_passes: int = 20, target:
     check_positive_int(n_passes, "n_passes")
     target = check_target(target, x.shape[0])
     dev = model_device(model)
-    bs = chunk_size or max(1, chunk_size_for(x[0].numel() * x.element_size() * 64 * n_passes, device=dev))
+    bs = chunk_size or max(1, chunk_size_for(bytes_per_image(x) * n_passes, device=dev))
 
     def run(a: int, b: int) -> torch.Tensor:
         xb = x[a:b].to(dev)
@@ -120,7 +120,7 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, *, batch_size: Optio
     if not hasattr(model, "features"):
         raise ValueError(f"{type(model).__name__} has no .features(x) method giving penultimate features")
     dev = model_device(model)
-    bs = batch_size or chunk_size_for(x[0].numel() * x.element_size() * 64, device=dev)
+    bs = batch_size or chunk_size_for(bytes_per_image(x), device=dev)
 
     def run(a: int, b: int) -> torch.Tensor:
         with torch.inference_mode():

@@ -28,7 +28,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .batching import chunk_size_for, run_chunked
+from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .fastpath import channels_last_copy, jit_forward
 from .perturbations import (
     ConstantBaseline,
@@ -122,7 +122,7 @@ def _resolve_target(model: nn.Module, x: torch.Tensor, target, dev: torch.device
 
 
 def _bytes(x: torch.Tensor) -> int:
-    return max(1, x[0].numel() * x.element_size() * _ACT_FACTOR)
+    return bytes_per_image(x, _ACT_FACTOR)
 
 
 def _generator(dev: torch.device, seed: int) -> torch.Generator:

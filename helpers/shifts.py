@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import chunk_size_for, run_chunked
+from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .validation import check_images, check_model, check_target, model_device
 
 __all__ = ["fgsm", "pgd", "rotate", "add_noise", "blend", "blend_pairs", "sklearn_digits", "apply_shift",
@@ -50,7 +50,7 @@ def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 def _attack_chunk(model: nn.Module, x: torch.Tensor, batch_size: Optional[int]) -> int:
     # backward of a small CNN: ~200 x the input bytes per image is a safe bound
-    return batch_size or chunk_size_for(x[0].numel() * x.element_size() * 200, device=model_device(model),
+    return batch_size or chunk_size_for(bytes_per_image(x, 200), device=model_device(model),
                                         maximum=4096)
 
 
