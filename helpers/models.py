@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Union
 
@@ -107,7 +107,6 @@ class ModelSpec:
     adversarial_eps: float = 0.0
     min_test_accuracy: float = 0.0
     note: str = ""
-    extra: Dict[str, float] = field(default_factory=dict)
 
 
 _SPECS: Dict[str, ModelSpec] = {
@@ -233,7 +232,7 @@ def train_model(name: str, *, seed: int = 0, device: Device = None, progress: bo
 def model_info(name: str) -> Dict[str, object]:
     """Metadata of model ``name`` (training it first if it is not cached)."""
     _check_name(name)
-    weights, meta_path = _paths(name)
+    _, meta_path = _paths(name)
     if not _cache_valid(name):
         return train_model(name)
     return json.loads(meta_path.read_text())
