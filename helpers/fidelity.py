@@ -398,9 +398,49 @@ def _solve_psd(g: torch.Tensor, r: torch.Tensor, ridge: float) -> torch.Tensor:
     return torch.linalg.pinv(a, hermitian=True) @ r
 
 
+def _sherman_morrison(u: torch.Tensor, dg: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``(u uᵀ + diag(dg))⁻¹ r`` per row (``u``, ``dg``, ``r``: ``N x d``, float64), O(d)."""
+    coef = (u * r / dg).sum(1, keepdim=True) / (1.0 + (u * u / dg).sum(1, keepdim=True))
+    return (r - coef * u) / dg
+
+
+def _moment_sums(W: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-input sums of one block of samples for the known-moment estimate: ``N x (2d + 2)`` float64 rows
+    ``[Σ w W y, Σ w W, Σ w y, Σ w]`` (``W``: ``N x S x d`` or shared ``S x d``; ``y``, ``w``: ``N x S``).
+
+    ``Σ w W y`` is formed as ``Σ w W (y - c_b) + c_b Σ w W`` with the block mean ``c_b``: the float32 product then
+    keeps the digits that the control variate subtracts again (``Δf`` has a large mean). Blocks add up.
+    """
+    y = y.double()
+    w = torch.ones_like(y) if w is None else w.double().expand(y.shape)
+    s1, sy = w.sum(-1, keepdim=True), (w * y).sum(-1, keepdim=True)
+    cb = sy / torch.where(s1 == 0, torch.ones_like(s1), s1)
+    v = torch.stack([w * (y - cb), w], dim=1).to(W.dtype)                    # N x 2 x S
+    sums = (v @ W if W.dim() == 2 else torch.bmm(v, W)).double()             # N x 2 x d, one pass over W
+    return torch.cat([sums[:, 0] + cb * sums[:, 1], sums[:, 1], sy, s1], dim=1)
+
+
+def _known_moment_solve(sums: torch.Tensor, u: torch.Tensor, dg: torch.Tensor) -> torch.Tensor:
+    """The known-second-moment estimate ``Φ = (u uᵀ + diag(dg))⁻¹ r̂`` from the summed :func:`_moment_sums`.
+
+    ``r̂`` estimates ``E[W y]`` with the control variate ``c = E[y]`` (``E[W] = u`` is known):
+    ``r̂ = Σ w W (y - c) / Σ w + c u``, ``c = Σ w y / Σ w``. The plain mean ``Σ w W y / Σ w`` is unbiased too, but its
+    Monte-Carlo error contains ``c·(mean W - u)``, amplified by ``diag(dg)⁻¹`` (small for a clipped noisy baseline):
+    at 20,000 samples on MNIST two seeds then give explanations with cosine ~0 to each other; with ``c``, ~0.96.
+
+    Args:
+        sums: ``N x (2d + 2)``; u, dg: ``N x d`` with ``E[WWᵀ] = u uᵀ + diag(dg)`` (the ridge already in ``dg``).
+    """
+    d = u.shape[1]
+    s_wy, s_w, s_y, s_1 = sums[:, :d], sums[:, d:2 * d], sums[:, -2:-1], sums[:, -1:]
+    c = s_y / s_1
+    r = (s_wy - c * s_w) / s_1 + c * u
+    return _sherman_morrison(u, dg, r)
+
+
 def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
-                         ridge: float = 0.0, second_moment: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-                         ) -> torch.Tensor:
+                         ridge: float = 0.0, second_moment: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                         refine: int = 0) -> torch.Tensor:
     """Infidelity-optimal explanation from samples: ``argmin_Φ Σ_s w_s (W_sᵀΦ - diff_s)²`` (+ ``ridge ‖Φ‖²``).
 
     Args:
@@ -408,29 +448,43 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
         diff: ``N x S`` the values ``f(x) - f(x - I)``.
         weights: optional ``N x S`` (or ``S``) sample weights.
         ridge: ``λ >= 0`` added to ``E[WWᵀ]``; 0 uses the pseudo-inverse (for a singular ``E[WWᵀ]``).
-        second_moment: ``(u, D)`` (each ``N x d``) when ``E[WWᵀ] = u uᵀ + diag(D)`` is known: then only the d-vector
-            ``E[W diff]`` is estimated and the solve is Sherman-Morrison, O(d) per input.
+        second_moment: ``(u, D)`` (each ``N x d``) when ``E[WWᵀ] = u uᵀ + diag(D)`` is known and ``E[W] = u``
+            (:class:`Gaussian`, :class:`NoisyBaseline`: ``perturbation.second_moment(x)``): then only the d-vector
+            ``E[W diff]`` is estimated (with the control variate ``c = mean diff``, the estimator of
+            ``optimal_explanation(method="closed_form")``) and the solve is Sherman-Morrison, O(S d) in all.
+            Without ``second_moment``: the sampled least squares (Gram + Cholesky / pinv, O(S d²)).
+        refine: with ``second_moment``: conjugate-gradient steps on the sampled normal equations, preconditioned
+            by the known ``E[WWᵀ]`` and started at the closed form (two O(S d) passes each). They move the estimate
+            to the sampled least-squares solution (exact for a linear model; ~10 steps reach 1e-6 at S = 25 d);
+            on the MNIST CNN they do not make it more reproducible (measured seed-to-seed cosine 0.96 either way).
 
     Returns:
         ``N x d`` explanations (float64 solves, float32 result).
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an int >= 0, got {refine!r}")
     shared = W.dim() == 2
     wts = torch.ones(diff.shape, dtype=torch.float64, device=diff.device) if weights is None else weights.double()
     wts = wts.expand(diff.shape)
     sw = wts.sum(-1, keepdim=True)                                            # N x 1
-    wy = (wts * diff.double()).to(W.dtype)
-    if shared:
-        r = (wy @ W).double() / sw
-    else:
-        r = torch.bmm(wy.unsqueeze(1), W).squeeze(1).double() / sw          # E[W diff], one pass over W
+    d = W.shape[-1]
     if second_moment is not None:
-        u, dg = (t.double().flatten(1) for t in second_moment)
+        u, dg = (t.double().flatten(1).to(diff.device) for t in second_moment)
         dg = dg + ridge
-        dinv_r, dinv_u = r / dg, u / dg
-        coef = (u * dinv_r).sum(1, keepdim=True) / (1.0 + (u * dinv_u).sum(1, keepdim=True))
-        return (dinv_r - coef * dinv_u).float()
+        sums = _moment_sums(W, diff, wts)
+        phi = _known_moment_solve(sums, u, dg)
+        if refine:
+            def gram(v: torch.Tensor) -> torch.Tensor:
+                """``(Σ w W Wᵀ / Σ w + ridge) v`` for ``v``: ``N x d``, two passes over ``W``."""
+                vv = v.to(W.dtype)
+                wv = (W @ vv.T).T if shared else torch.bmm(W, vv.unsqueeze(-1)).squeeze(-1)          # N x S
+                return _moment_sums(W, wv, wts)[:, :d] / sw + ridge * v
+
+            phi = _pcg_refine(phi, gram, sums[:, :d] / sw, lambda r: _sherman_morrison(u, dg, r), refine)
+        return phi.float()
+    r = _moment_sums(W, diff, wts)[:, :d] / sw                               # E[W diff], one pass over W
     Wd = W.double()
     if shared:
         if weights is not None and wts.shape[0] > 1 and not bool((wts == wts[:1]).all()):
@@ -440,6 +494,25 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
         return _solve_psd(g, r.T, ridge).T.float()
     g = torch.bmm((Wd * wts.unsqueeze(-1)).transpose(1, 2), Wd) / sw.unsqueeze(-1)
     return _solve_psd(g, r.unsqueeze(-1), ridge).squeeze(-1).float()
+
+
+def _pcg_refine(x: torch.Tensor, apply_a: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                precond: Callable[[torch.Tensor], torch.Tensor], steps: int) -> torch.Tensor:
+    """``steps`` preconditioned conjugate-gradient steps on ``A x = b`` (rows independent, ``N x d``, float64)."""
+    def safe(a: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
+        return torch.where(b_ > 0, a / torch.where(b_ > 0, b_, torch.ones_like(b_)), torch.zeros_like(a))
+
+    r = b - apply_a(x)
+    z = precond(r)
+    p, rz = z, (r * z).sum(1, keepdim=True)
+    for _ in range(steps):
+        ap = apply_a(p)
+        alpha = safe(rz, (p * ap).sum(1, keepdim=True))
+        x, r = x + alpha * p, r - alpha * ap
+        z = precond(r)
+        rz_new = (r * z).sum(1, keepdim=True)
+        p, rz = z + safe(rz_new, rz) * p, rz_new
+    return x
 
 
 def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturbation, target=None,
@@ -477,22 +550,11 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation: Perturb
     shape, N = tuple(x.shape[1:]), x.shape[0]
 
     if use_closed:
-        # E[I Δf] with a control variate: E[I Δf] = E[I (Δf - c)] + c E[I], E[I] = u known, c = mean Δf
-        def reduce(rows, d, diff):
-            W = d.W.flatten(2)
-            dd = diff.double()
-            wd = torch.bmm(diff.to(W.dtype).unsqueeze(1), W).squeeze(1)                    # r x d, one pass
-            return torch.cat([wd.double(), W.sum(1).double(), dd.sum(1, keepdim=True),
-                              torch.full_like(dd[:, :1], dd.shape[1])], dim=1)
-        acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, per_chunk, reduce)
-        d_feat = int(math.prod(shape))
-        cnt = acc[:, -1:]
-        s_wd, s_w, c = acc[:, :d_feat], acc[:, d_feat:2 * d_feat], acc[:, -2:-1] / cnt
+        # the sums of optimal_from_samples(second_moment=...), accumulated block by block: one estimator
+        acc = _evaluate(fm, xd, t, fx, perturbation, n, seed, per_chunk,
+                        lambda rows, d, diff: _moment_sums(d.W.flatten(2), diff, d.weights))
         u, dg = (v.double().flatten(1) for v in perturbation.second_moment(xd))
-        r = (s_wd - c * s_w) / cnt + c * u
-        dg = dg + ridge
-        coef = (u * r / dg).sum(1, keepdim=True) / (1.0 + (u * u / dg).sum(1, keepdim=True))
-        return ((r - coef * u) / dg).float().reshape(x.shape).cpu()
+        return _known_moment_solve(acc, u, dg + ridge).float().reshape(x.shape).cpu()
 
     if perturbation.units == "global" and hasattr(perturbation, "masks"):
         # masks independent of x: draw them once, share them across inputs, one d x d solve for all inputs
