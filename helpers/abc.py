@@ -18,11 +18,17 @@ The algorithm, for one input ``x`` with predicted class ``t`` (or a given ``targ
    uniformly per sample).
 4. **Conformance.** ``ABC(x) = (1/S) sum_s 1[argmax f(x^(s)) = t]``.
 
-Everything is a pure function of ``seed`` and the input's position in ``x``: the mask uniforms of sample row
-``input * S + sample`` come from a seeded table of rows (:func:`helpers.attribution.block_uniform`, generator blocks
-of 64 rows), so the chunk size does not change the result (the table is per device type: CPU and CUDA differ). The ``N x S`` perturbed copies are built on the model's device chunk by chunk and
-each chunk is one batched forward pass under ``torch.inference_mode`` (through a ``channels_last`` copy of a CNN,
-see :func:`helpers.attribution.fast_model`).
+Everything is a pure function of ``seed`` and the input's position in ``x`` (the exact random-number scheme, see
+:class:`_Perturber`): only features with ``p_j > 0`` are drawn; the uniforms of input ``i``'s samples
+``64 b .. 64 b + 63`` are one ``torch.rand(64, m_i)`` (``m_i`` = its number of features with ``p_j > 0``, in feature
+order) from a generator seeded with :func:`block_seed` ``(seed, 51, i, b)``, and sample ``s`` mutates feature ``j``
+iff its uniform is ``< p_j``. So the chunk size does not change the result, an input's samples do not depend on the
+other inputs, and a run with more samples starts with the same ones (the numbers are per device type: the CPU and
+CUDA generators differ). The ``N x S`` perturbed copies are built on the model's device chunk by chunk into one
+reused buffer (each copy is its input, then one ``scatter_`` writes its active features: the reference value where
+mutated, its own value elsewhere), and each chunk is one batched forward pass under ``torch.inference_mode`` through
+the fastest forward form (:func:`helpers.fastpath.jit_forward`); on the CPU a chunk is cache-sized
+(:data:`CPU_CHUNK` rows).
 """
 
 from __future__ import annotations
@@ -33,12 +39,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .attribution import METHODS, BaselineLike, Explanation, _keys, block_uniform, explain, fast_model, hash_uniform
+from .attribution import METHODS, BaselineLike, Explanation, _keys, _mix_int, explain, fast_model, hash_uniform
 from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .validation import check_finite, check_like, check_positive_int
 
 __all__ = ["ABCResult", "abc_confidence", "abc_weights", "weights_from_multipliers", "inclusion_probabilities",
-           "DEFAULT_BUDGET", "DEFAULT_SAMPLES", "flip_rate_by_bin"]
+           "DEFAULT_BUDGET", "DEFAULT_SAMPLES", "flip_rate_by_bin", "block_seed", "default_chunk_size"]
 
 #: expected number of mutated features per sample (see notebook 01 for the sweep that chose it)
 DEFAULT_BUDGET = 10.0
@@ -140,6 +146,107 @@ def _forward_fn(model: nn.Module, x: torch.Tensor, mode: str):
     return fast_forward_fn(model, mode, example=x[:256])
 
 
+#: samples per generator block of the mask uniforms (see :class:`_MaskSampler`)
+SAMPLE_BLOCK = 64
+#: rows per forward pass on the CPU: the CNN's activations for 512 MNIST images (26 MB) stay in a 32 MB L3 cache,
+#: and the forward ran 1.6x faster per image at batch 512 than at 1,024 on the 2-core benchmark machine
+CPU_CHUNK = 512
+
+
+def default_chunk_size(x: torch.Tensor) -> int:
+    """Perturbed copies per forward pass: cache-sized on the CPU (:data:`CPU_CHUNK`), else from the memory budget."""
+    rows = chunk_size_for(bytes_per_image(x), device=x.device, maximum=8192)
+    return min(rows, CPU_CHUNK) if x.device.type == "cpu" else rows
+
+
+def block_seed(seed: int, stream: int, item: int, block: int) -> int:
+    """The generator seed of block ``block`` of item ``item`` (a splitmix64 hash; non-negative, < 2**63)."""
+    return _mix_int(_mix_int(int(seed) * 1000003 + int(stream) * 7919 + int(item)) + int(block)) & ((1 << 63) - 1)
+
+
+class _Perturber:
+    """Builds ABC's perturbed copies of the sample rows ``a .. b`` (row ``input * S + sample``) chunk by chunk.
+
+    Only features with ``p_j > 0`` can be mutated; input ``i`` has ``m_i`` of them (its *active* features, in
+    increasing feature order). Sample ``s`` of input ``i`` mutates its ``q``-th active feature iff
+    ``u[i, s, q] < p``, with ``u[i, s, :]`` row ``s mod B`` of ``torch.rand(B, m_i)`` drawn from a generator seeded
+    with :func:`block_seed` ``(seed, 51, i, s // B)`` (``B`` = :data:`SAMPLE_BLOCK`). Any chunking of the rows gives
+    the same masks, and an input's masks depend neither on the other inputs nor on ``S`` (a run with more samples
+    starts with the same ones). A mutated feature takes its value in the reference of the sample
+    (``hash_uniform(seed, row, 52)`` picks one of ``K``).
+
+    Everything per chunk is vectorised over the (sample, active feature) pairs of each input in it: the copies are
+    the input broadcast into a preallocated buffer, and one ``scatter_`` writes the ``m_i`` active features.
+    """
+
+    def __init__(self, p: torch.Tensor, x: torch.Tensor, refs: torch.Tensor, seed: int, n_samples: int,
+                 stream: int = 51) -> None:
+        n, d = p.shape
+        self.device, self.seed, self.stream, self.s, self.d = p.device, int(seed), int(stream), int(n_samples), d
+        act = p > 0
+        self.counts = act.sum(1).tolist()
+        col = torch.arange(d, device=p.device).expand(n, d)
+        order = torch.where(act, col, torch.full_like(col, d)).sort(1).values      # active features first
+        self.idx = [order[i, :m] for i, m in enumerate(self.counts)]                # m_i feature indices
+        self.p = [p[i, ix] for i, ix in enumerate(self.idx)]                        # their p_j
+        self.x = x.reshape(n, d)
+        self.refs = refs.reshape(refs.shape[0], refs.shape[1], d)                   # (N|1) x K x d
+        self.gen = torch.Generator(device=p.device)
+
+    def segments(self, a: int, b: int):
+        """``(i, s0, s1, offset)``: the samples ``s0 .. s1`` of input ``i`` are rows ``offset ..`` of the chunk."""
+        s = self.s
+        for i in range(a // s, (b - 1) // s + 1):              # the few inputs in a chunk
+            s0, s1 = max(a, i * s) - i * s, min(b, (i + 1) * s) - i * s
+            yield i, s0, s1, i * s + s0 - a
+
+    def hits(self, i: int, s0: int, s1: int) -> torch.Tensor:
+        """bool ``(s1 - s0) x m_i``: which active features of input ``i`` samples ``s0 .. s1`` mutate."""
+        mi, blk = self.counts[i], SAMPLE_BLOCK
+        u = torch.empty(s1 - s0, mi, device=self.device)
+        for j in range(s0 // blk, (s1 - 1) // blk + 1):        # one vectorised draw per block of samples
+            self.gen.manual_seed(block_seed(self.seed, self.stream, i, j))
+            lo, hi = max(s0, j * blk), min(s1, (j + 1) * blk)
+            if lo == j * blk and hi == (j + 1) * blk:
+                torch.rand(blk, mi, generator=self.gen, device=self.device, out=u[lo - s0:hi - s0])
+            else:
+                u[lo - s0:hi - s0] = torch.rand(blk, mi, generator=self.gen, device=self.device)[lo - j * blk:hi - j * blk]
+        return u < self.p[i]
+
+    def reference_index(self, rows: torch.Tensor) -> torch.Tensor:
+        """LongTensor like ``rows``: the reference each sample row takes its mutated values from."""
+        k = self.refs.shape[1]
+        if k == 1:
+            return torch.zeros_like(rows)
+        return (hash_uniform(self.seed, rows, stream=52) * k).long().clamp_(max=k - 1)
+
+    def build(self, a: int, b: int, out: torch.Tensor) -> torch.Tensor:
+        """The perturbed copies of rows ``a .. b`` written into ``out`` (``(b - a) x d``); returns ``out``."""
+        for i, s0, s1, off in self.segments(a, b):
+            seg = out[off:off + s1 - s0]
+            seg.copy_(self.x[i].expand_as(seg))                   # every sample starts as its input ...
+            if self.counts[i] == 0:
+                continue
+            ix = self.idx[i]
+            ref = self.refs[i if self.refs.shape[0] > 1 else 0]   # K x d
+            if ref.shape[0] == 1:
+                rv = ref[0, ix]                                    # m_i, broadcast over the samples
+            else:
+                rows = torch.arange(i * self.s + s0, i * self.s + s1, device=self.device)
+                rv = ref[self.reference_index(rows)][:, ix]       # (s1 - s0) x m_i
+            vals = torch.where(self.hits(i, s0, s1), rv, self.x[i, ix])
+            seg.scatter_(1, ix.expand(s1 - s0, -1), vals)         # ... and its mutated features take the reference
+        return out
+
+    def masks(self, a: int, b: int) -> torch.Tensor:
+        """bool ``(b - a) x d``: the features each row of ``a .. b`` mutates."""
+        out = torch.zeros(b - a, self.d, dtype=torch.bool, device=self.device)
+        for i, s0, s1, off in self.segments(a, b):
+            if self.counts[i]:
+                out[off:off + s1 - s0].scatter_(1, self.idx[i].expand(s1 - s0, -1), self.hits(i, s0, s1))
+        return out
+
+
 def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", baseline: BaselineLike = None,
                    n_samples: int = DEFAULT_SAMPLES, budget: float = DEFAULT_BUDGET, seed: int = 0,
                    return_details: bool = False, target: Optional[torch.Tensor] = None,
@@ -158,8 +265,8 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
         return_details: return an :class:`ABCResult` instead of the confidence tensor.
         target: LongTensor ``N`` / int / ``None``: the class whose attribution drives the sampling and whose label
             a sample must keep (default: the predicted class).
-        chunk_size: (input, sample) pairs per batched forward pass (default: from the memory budget). It does not
-            change the result.
+        chunk_size: (input, sample) pairs per batched forward pass (default :func:`default_chunk_size`: 512 on the
+            CPU, from the memory budget elsewhere). It does not change the result.
         forward_mode: how the perturbed copies are evaluated (:func:`helpers.fastpath.fast_forward_fn`):
             ``"jit"`` (default: a cached traced-and-frozen copy, fp32, fused conv + ReLU: 2.6x the eager rate of
             the CNN on a 2-core CPU, the fastest form measured in ``benchmarks/``; falls back to channels-last if the
@@ -201,32 +308,18 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
     n, shape = x.shape[0], tuple(x.shape[1:])
     d = x[0].numel()
     refs = e.references
-    k = refs.shape[1]
     check_finite(refs, "baseline")
     w = weights_from_multipliers(e.multipliers, xd, refs)
     p = inclusion_probabilities(w, float(budget))
     fwd = _forward_fn(model, xd, forward_mode)
-    xf = xd.reshape(n, d)
-    rf = refs.reshape(refs.shape[0], k, d)
-    per_row = bytes_per_image(xd)
-    rows_per_chunk = chunk_size or chunk_size_for(per_row, device=dev, maximum=8192)
+    perturb = _Perturber(p, xd, refs, seed, n_samples)
+    rows_per_chunk = chunk_size or default_chunk_size(xd)
     s_total = n * n_samples
-
-    def sample(a: int, b: int):
-        rows = torch.arange(a, b, device=dev, dtype=torch.int64)
-        i = rows // n_samples
-        u = block_uniform(seed, a, b, d, dev, stream=51)
-        mask = u < p[i]
-        if k > 1:
-            kidx = (hash_uniform(seed, rows, stream=52) * k).long().clamp_(max=k - 1)
-        else:
-            kidx = torch.zeros_like(rows)
-        ref = rf[i if rf.shape[0] > 1 else torch.zeros_like(i), kidx]
-        return torch.where(mask, ref, xf[i]), mask, kidx
+    buf = torch.empty(min(rows_per_chunk, s_total), d, dtype=xd.dtype, device=dev)   # reused by every chunk
 
     def run(a: int, b: int) -> torch.Tensor:
         with torch.inference_mode():
-            xs, _, _ = sample(a, b)
+            xs = perturb.build(a, b, buf[:b - a])
             return fwd(xs.view(b - a, *shape)).argmax(1)
 
     labels = run_chunked(run, s_total, rows_per_chunk).view(n, n_samples)
@@ -234,21 +327,14 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
     conf = (labels == pred.view(-1, 1)).float().mean(1)
     if not return_details:
         return conf.to(x.device)
-    masks, kidx = [], []
     with torch.inference_mode():
-        if keep_masks:
-            for a in range(0, s_total, rows_per_chunk):
-                _, m_, k_ = sample(a, min(s_total, a + rows_per_chunk))
-                masks.append(m_.cpu())
-                kidx.append(k_.cpu())
-        else:
-            rows = torch.arange(s_total, device=dev, dtype=torch.int64)
-            kidx.append(((hash_uniform(seed, rows, stream=52) * k).long().clamp_(max=k - 1) if k > 1
-                         else torch.zeros_like(rows)).cpu())
+        masks = (torch.cat([perturb.masks(a, min(s_total, a + rows_per_chunk)).cpu()
+                            for a in range(0, s_total, rows_per_chunk)]).view(n, n_samples, *shape)
+                 if keep_masks else None)
+        kidx = perturb.reference_index(torch.arange(s_total, device=dev, dtype=torch.int64)).cpu()
     return ABCResult(confidence=conf.cpu(), predicted=pred.cpu(), attributions=e.attributions.cpu(),
-                     multipliers=e.multipliers.cpu(), weights=w.cpu(), inclusion=p.cpu(),
-                     masks=torch.cat(masks).view(n, n_samples, *shape) if keep_masks else None, reference_index=torch.cat(kidx).view(n, n_samples),
-                     labels=labels.cpu())
+                     multipliers=e.multipliers.cpu(), weights=w.cpu(), inclusion=p.cpu(), masks=masks,
+                     reference_index=kidx.view(n, n_samples), labels=labels.cpu())
 
 
 def flip_rate_by_bin(model: nn.Module, x: torch.Tensor, scores: torch.Tensor, baseline: torch.Tensor, *,

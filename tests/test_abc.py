@@ -186,3 +186,52 @@ def test_keep_masks_false_gives_same_labels(cnn, mnist_small):
     b = abc_confidence(cnn, x, keep_masks=False, **kw)
     assert b.masks is None
     assert torch.equal(a.labels, b.labels) and torch.equal(a.reference_index, b.reference_index)
+
+
+def _replay(model, x, refs, r):
+    """Labels of the copies rebuilt by hand from ``r.masks`` and ``r.reference_index`` (refs ``(N|1) x K x ...``)."""
+    n, s = r.labels.shape
+    ref = refs[torch.arange(n).view(-1, 1) if refs.shape[0] > 1 else 0, r.reference_index]   # N x S x ...
+    xs = torch.where(r.masks, ref, x.unsqueeze(1)).reshape(n * s, *x.shape[1:])
+    with torch.inference_mode():
+        return model(xs).argmax(1).view(n, s)
+
+
+def test_returned_masks_are_the_masks_used(cnn, mnist_small):
+    x = mnist_small[0][:3]
+    r = abc_confidence(cnn, x, n_samples=100, budget=40, n_steps=8, return_details=True, forward_mode="eager")
+    assert torch.equal(_replay(cnn, x, torch.zeros(1, 1, *x.shape[1:]), r), r.labels)
+    # several references: a mutated feature takes its value in the sample's reference
+    refs = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    r = abc_confidence(cnn, x, method="expected_gradients", references=refs, n_samples=60, budget=40,
+                       return_details=True, forward_mode="eager", chunk_size=50)
+    assert set(r.reference_index.unique().tolist()) == {0, 1, 2}
+    assert torch.equal(_replay(cnn, x, refs.unsqueeze(0), r), r.labels)
+
+
+def test_masks_do_not_depend_on_chunks_other_inputs_or_sample_count(cnn, mnist_small):
+    x = mnist_small[0][:4]
+    kw = dict(budget=30, n_steps=8, seed=2, return_details=True)
+    a = abc_confidence(cnn, x, n_samples=150, **kw)
+    for chunk in (1, 7, 64, 149, 151, 10_000):
+        assert torch.equal(abc_confidence(cnn, x, n_samples=150, chunk_size=chunk, **kw).masks, a.masks)
+    # the other inputs do not matter: x[:2] gets the same masks as the first two inputs of x
+    assert torch.equal(abc_confidence(cnn, x[:2], n_samples=150, **kw).masks, a.masks[:2])
+    # more samples: the first 150 are the same
+    assert torch.equal(abc_confidence(cnn, x, n_samples=200, **kw).masks[:, :150], a.masks)
+
+
+def test_mutation_frequency_is_the_inclusion_probability(cnn, mnist_small):
+    """Poisson sampling: feature j is mutated in a fraction p_j of the samples (binomial error bars)."""
+    x = mnist_small[0][:2]
+    s = 4000
+    r = abc_confidence(cnn, x, n_samples=s, budget=60, n_steps=8, return_details=True)
+    freq = r.masks.flatten(2).float().mean(1)                      # N x d
+    p = r.inclusion
+    sd = (p * (1 - p) / s).sqrt()
+    assert torch.all((freq - p).abs() <= 5 * sd + 1e-6)
+    assert torch.all(freq[p == 0] == 0) and torch.all(freq[p == 1] == 1)
+    # independence across features: the count of mutations has the Poisson-binomial variance sum p (1 - p)
+    counts = r.masks.flatten(2).sum(2).float()
+    var = (p * (1 - p)).sum(1)
+    assert torch.all((counts.var(1) / var - 1).abs() < 0.15)
