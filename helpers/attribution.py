@@ -16,10 +16,13 @@ Methods (``method=``):
                        ``A = mean_k (x - r_k) * Gbar_k``. Default: one uniform random ``a`` per reference (the
                        original Monte-Carlo estimator); ``n_steps=int`` integrates each path by quadrature.
 ``"deepshap"``         DeepLift-Rescale averaged over a background set, with shap's ``DeepExplainer`` rules
-                       (:func:`deeplift_multipliers`): ``A = mean_k (x - r_k) * m_k``, ``G = mean_k m_k``.
+                       (:mod:`helpers.deeplift`): ``A = mean_k (x - r_k) * m_k``, ``G = mean_k m_k``.
                        captum's ``DeepLiftShap`` was measured first: on our MaxPool CNN its attributions break
                        completeness by ~10 logits per image and differ from shap's by 36% (relative L2), so
-                       the rules are reimplemented here (one batched backward pass for the target only).
+                       the rules are reimplemented: one forward pass of the inputs and one of the references,
+                       then one explicit backward pass over the (input, reference) pairs
+                       (:func:`helpers.deeplift.deepshap_multipliers`; models that are not a chain of modules
+                       use a hook version with one ``[x; r]`` forward and backward pass).
 ``"smoothgrad"``       ``A = G = mean_s d f_t/d x (x + eps_s)``, ``eps_s ~ N(0, sigma^2)`` (Smilkov et al. 2017).
 ``"gbp"``              Guided backpropagation (captum ``GuidedBackprop``): ReLU gradients are clipped at 0 on the
                        way back, so on ReLU models it differs from ``"grad"``.
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batching import bytes_per_image, chunk_size_for, run_chunked
+from .deeplift import deeplift_multipliers, deepshap_chain, deepshap_multipliers
 from .fastpath import channels_last_forward
 from .validation import check_images, check_like, check_model, check_positive_int, check_target, model_device
 
@@ -505,10 +509,15 @@ def explain(model: nn.Module, x: torch.Tensor, target: Optional[torch.Tensor] = 
         return Explanation(out[:, :c], out[:, c:], refs, target)
 
     # deepshap: DeepLift-Rescale multipliers on the (input, reference) pairs (shap's rules), averaged over references
+    fast = deepshap_chain(model) is not None
+
     def run(a: int, b: int) -> torch.Tensor:
         m = b - a
-        xa = x[a:b].unsqueeze(1)
         r = ref_rows(a, b)
+        if fast:     # one forward of inputs and references, one explicit backward over the pairs
+            attr, mult = deepshap_multipliers(model, x[a:b], refs if refs.shape[0] == 1 else r, target[a:b])
+            return torch.cat([attr, mult], dim=1)
+        xa = x[a:b].unsqueeze(1)
         xe = xa.expand(m, k, *x.shape[1:]).reshape(m * k, *x.shape[1:])
         mult = deeplift_multipliers(model, xe, r.reshape(m * k, *x.shape[1:]), target[a:b].repeat_interleave(k))
         mult = mult.view(m, k, *x.shape[1:])
@@ -517,107 +526,6 @@ def explain(model: nn.Module, x: torch.Tensor, target: Optional[torch.Tensor] = 
     out = run_chunked(run, n, chunk)
     c = x.shape[1]
     return Explanation(out[:, :c], out[:, c:], refs, target)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# DeepLift (Rescale rule) with shap's DeepExplainer rules, one batched backward pass for all (input, reference) pairs
-# ----------------------------------------------------------------------------------------------------------------
-
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.GELU, nn.SiLU)
-_LINEAR_OK = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Identity, nn.Dropout, nn.AvgPool2d,
-              nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Sequential, nn.Unflatten)
-
-
-class _DeepLiftRule(torch.autograd.Function):
-    """Identity on a module's output ``out`` in the forward pass (saving ``inp``, ``out`` and the module); the
-    subclasses replace the backward pass by a DeepLift rule on the ``[inputs; references]`` batch."""
-
-    @staticmethod
-    def forward(ctx, inp, out, module):  # noqa: D401
-        ctx.save_for_backward(inp, out)
-        ctx.module = module
-        return out.view_as(out)
-
-
-class _RescaleFn(_DeepLiftRule):
-    """DeepLift's Rescale multiplier ``dy/dx`` in the backward pass.
-
-    The batch is ``[inputs; references]`` (2M rows); the multiplier of row ``i`` and ``M + i`` is
-    ``(y_i - y_{M+i}) / (x_i - x_{M+i})``, or the ordinary gradient where ``|x_i - x_{M+i}| < 1e-6`` (as in shap).
-    """
-
-    @staticmethod
-    def backward(ctx, g):
-        inp, out = ctx.saved_tensors
-        with torch.enable_grad():
-            i2 = inp.detach().requires_grad_(True)
-            (ordinary,) = torch.autograd.grad(ctx.module.forward(i2), i2, g)  # forward(): no hooks
-        xi, ri = inp.chunk(2)
-        xo, ro = out.chunk(2)
-        din = (xi - ri).repeat((2,) + (1,) * (inp.dim() - 1))
-        dout = (xo - ro).repeat((2,) + (1,) * (inp.dim() - 1))
-        small = din.abs() < 1e-6
-        mult = dout / torch.where(small, torch.ones_like(din), din)
-        return torch.where(small, ordinary, g * mult), None, None
-
-
-class _MaxPoolFn(_DeepLiftRule):
-    """shap's DeepLift rule for max pooling on a ``[inputs; references]`` batch."""
-
-    @staticmethod
-    def backward(ctx, g):
-        inp, out = ctx.saved_tensors
-        mod = ctx.module
-        xi, ri = inp.chunk(2)
-        y, ry = out.chunk(2)
-        cross = torch.max(y, ry)
-        diffs = torch.cat([cross - ry, y - cross], 0)
-        _, idx = F.max_pool2d(inp, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode, True)
-        xmax, rmax = F.max_unpool2d(g * diffs, idx, mod.kernel_size, mod.stride, mod.padding,
-                                    list(inp.shape)).chunk(2)
-        din = xi - ri
-        small = din.abs() < 1e-7
-        gi = torch.where(small, torch.zeros_like(din), (xmax + rmax) / torch.where(small, torch.ones_like(din), din))
-        return gi.repeat((2,) + (1,) * (inp.dim() - 1)), None, None
-
-
-def deeplift_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Tensor,
-                         target: torch.Tensor) -> torch.Tensor:
-    """DeepLift-Rescale multipliers ``m`` (shape of ``x``) of logit ``target`` for the pairs ``(x_i, r_i)``.
-
-    ``sum_j m_ij (x_ij - r_ij) = f_t(x_i) - f_t(r_i)`` (completeness). The rules are shap's DeepExplainer rules
-    (Rescale for element-wise non-linearities, the cross-max rule for ``nn.MaxPool2d``, linear modules pass the
-    gradient), applied by forward hooks on one batched ``[x; r]`` pass, so the result matches
-    ``shap.DeepExplainer`` while costing one forward and one backward pass of ``2 M`` images for the target only.
-    The model must use a distinct module per non-linearity and no functional non-linearities.
-    """
-    handles = []
-
-    def hook_rescale(module, inputs, output):
-        return _RescaleFn.apply(inputs[0], output, module)
-
-    def hook_pool(module, inputs, output):
-        return _MaxPoolFn.apply(inputs[0], output, module)
-
-    for mod in model.modules():
-        if isinstance(mod, _ELEMENTWISE):
-            if getattr(mod, "inplace", False):
-                raise ValueError(f"deepshap needs out-of-place non-linearities; {mod} is in-place")
-            handles.append(mod.register_forward_hook(hook_rescale))
-        elif isinstance(mod, nn.MaxPool2d):
-            handles.append(mod.register_forward_hook(hook_pool))
-    try:
-        with torch.enable_grad():
-            joint = torch.cat([x, references]).detach().requires_grad_(True)
-            out = model(joint)
-            sel = out.gather(1, torch.cat([target, target]).view(-1, 1)).sum()
-            (g,) = torch.autograd.grad(sel, joint)
-    finally:
-        for h in handles:
-            h.remove()
-    # shap reads the multipliers of the reference rows; both halves carry the same multipliers up to the
-    # ordinary-gradient fallback where an input and its reference (nearly) coincide
-    return g[x.shape[0]:].detach()
 
 
 def attribute(model: nn.Module, x: torch.Tensor, target: Optional[torch.Tensor] = None, method: str = "ig",
