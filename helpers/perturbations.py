@@ -132,6 +132,15 @@ class Perturbation:
         """Samples ``start:start+n`` for the inputs ``x[rows]`` (the chunked evaluators call this)."""
         return self.draw(x[rows], n, generator, start)
 
+    def draw_perturbed(self, x: torch.Tensor, rows: slice, start: int, n: int,
+                       generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """Only the perturbed inputs ``x[rows, None] - I`` (``r x n x ...``) of the same draw as :meth:`draw_block`,
+        when the perturbation can build them without ``I`` (cheaper); ``None`` (the default) when it cannot.
+
+        For local units ``W = I = x - (x - I)``, so an evaluator can form ``IᵀΦ = xᵀΦ - (x - I)ᵀΦ`` from them.
+        """
+        return None
+
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
         """The baseline ``x0`` of a global perturbation, broadcastable to ``x`` (zero for local ones)."""
         return _baseline_like(getattr(self, "baseline", 0.0), x)
@@ -221,15 +230,26 @@ class NoisyBaseline(Perturbation):
         self.baseline = baseline
         self.clip = bool(clip)
 
-    def _draw(self, x, n, generator, start=0):
-        x0 = _baseline_like(self.baseline, x)
+    def _noisy(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """``z = clip(x0 + σ n)``, ``N x n x ...``: two passes (normal_ with the mean, clamp_) for a number ``x0``."""
         shape = (x.shape[0], n) + tuple(x.shape[1:])
-        z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
-        torch.add(x0.unsqueeze(1), z, alpha=self.sigma, out=z)             # z = x0 + σ n
-        if self.clip:
-            z.clamp_(0.0, 1.0)
+        z = torch.empty(shape, device=x.device, dtype=x.dtype)
+        if isinstance(self.baseline, (int, float)) and not isinstance(self.baseline, bool):
+            z.normal_(float(self.baseline), self.sigma, generator=generator)   # z = x0 + σ n in one pass
+        else:
+            z.normal_(0.0, self.sigma, generator=generator)
+            z.add_(_baseline_like(self.baseline, x).unsqueeze(1))
+        return z.clamp_(0.0, 1.0) if self.clip else z
+
+    def _draw(self, x, n, generator, start=0):
+        z = self._noisy(x, n, generator)
         i = x.unsqueeze(1) - z                                             # I = x - z
         return Draw(i, i, None, z)
+
+    def draw_perturbed(self, x, rows, start, n, generator=None):
+        """The noisy baselines ``z = x - I`` alone (the same draw as :meth:`draw_block`, without forming ``I``)."""
+        self.validate(x)
+        return self._noisy(x[rows], _check_n(n), generator)
 
     def moments(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (each broadcastable to ``x``) of the perturbed input ``z = x - I``."""

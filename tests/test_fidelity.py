@@ -143,6 +143,18 @@ def test_equals_captum_on_the_same_perturbations(p, normalize, cnn, mnist_small)
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5 * float(theirs.abs().max()))
 
 
+def test_noisy_baseline_without_forming_i_equals_the_replayed_draw(quadratic_model):
+    """infidelity forms IᵀΦ = xᵀΦ - zᵀΦ from the noisy baselines z alone: the same value as replaying I itself."""
+    x, t = _x(3), torch.tensor([0, 1, 0])
+    phi = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    for nb in (NoisyBaseline(0.2), NoisyBaseline(0.3, baseline=torch.rand(1, 4, 4), clip=False)):
+        i = nb.sample(x, 50, F._generator(torch.device("cpu"), 7 * 1_000_003))   # the evaluator's generator
+        for normalize in (False, True):
+            got = infidelity(quadratic_model, x, phi, nb, t, n_samples=50, seed=7, normalize=normalize, batch_size=150)
+            ref = infidelity(quadratic_model, x, phi, Fixed(i), t, n_samples=50, normalize=normalize, batch_size=150)
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
 def test_dict_of_explanations_equals_separate_calls(quadratic_model):
     x, t = _x(4), torch.tensor([0, 1, 1, 0])
     g = torch.Generator().manual_seed(0)
