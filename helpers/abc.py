@@ -187,11 +187,15 @@ class _Perturber:
         self.counts = act.sum(1).tolist()
         col = torch.arange(d, device=p.device).expand(n, d)
         order = torch.where(act, col, torch.full_like(col, d)).sort(1).values      # active features first
-        self.idx = [order[i, :m] for i, m in enumerate(self.counts)]                # m_i feature indices
-        self.p = [p[i, ix] for i, ix in enumerate(self.idx)]                        # their p_j
+        self._order = torch.where(order < d, order, torch.zeros_like(order))        # N x d
+        self._p = p.gather(1, self._order)                                          # their p_j
         self.x = x.reshape(n, d)
         self.refs = refs.reshape(refs.shape[0], refs.shape[1], d)                   # (N|1) x K x d
         self.gen = torch.Generator(device=p.device)
+
+    def active(self, i: int) -> torch.Tensor:
+        """LongTensor ``m_i``: the features of input ``i`` with ``p_j > 0``, in increasing order."""
+        return self._order[i, :self.counts[i]]
 
     def segments(self, a: int, b: int):
         """``(i, s0, s1, offset)``: the samples ``s0 .. s1`` of input ``i`` are rows ``offset ..`` of the chunk."""
@@ -211,7 +215,7 @@ class _Perturber:
                 torch.rand(blk, mi, generator=self.gen, device=self.device, out=u[lo - s0:hi - s0])
             else:
                 u[lo - s0:hi - s0] = torch.rand(blk, mi, generator=self.gen, device=self.device)[lo - j * blk:hi - j * blk]
-        return u < self.p[i]
+        return u < self._p[i, :mi]
 
     def reference_index(self, rows: torch.Tensor) -> torch.Tensor:
         """LongTensor like ``rows``: the reference each sample row takes its mutated values from."""
@@ -227,13 +231,13 @@ class _Perturber:
             seg.copy_(self.x[i].expand_as(seg))                   # every sample starts as its input ...
             if self.counts[i] == 0:
                 continue
-            ix = self.idx[i]
+            ix = self.active(i)
             ref = self.refs[i if self.refs.shape[0] > 1 else 0]   # K x d
             if ref.shape[0] == 1:
                 rv = ref[0, ix]                                    # m_i, broadcast over the samples
             else:
                 rows = torch.arange(i * self.s + s0, i * self.s + s1, device=self.device)
-                rv = ref[self.reference_index(rows)][:, ix]       # (s1 - s0) x m_i
+                rv = ref[self.reference_index(rows).unsqueeze(1), ix]   # (s1 - s0) x m_i
             vals = torch.where(self.hits(i, s0, s1), rv, self.x[i, ix])
             seg.scatter_(1, ix.expand(s1 - s0, -1), vals)         # ... and its mutated features take the reference
         return out
@@ -243,7 +247,7 @@ class _Perturber:
         out = torch.zeros(b - a, self.d, dtype=torch.bool, device=self.device)
         for i, s0, s1, off in self.segments(a, b):
             if self.counts[i]:
-                out[off:off + s1 - s0].scatter_(1, self.idx[i].expand(s1 - s0, -1), self.hits(i, s0, s1))
+                out[off:off + s1 - s0].scatter_(1, self.active(i).expand(s1 - s0, -1), self.hits(i, s0, s1))
         return out
 
 
