@@ -235,3 +235,9 @@ def test_mutation_frequency_is_the_inclusion_probability(cnn, mnist_small):
     counts = r.masks.flatten(2).sum(2).float()
     var = (p * (1 - p)).sum(1)
     assert torch.all((counts.var(1) / var - 1).abs() < 0.15)
+
+
+def test_thread_count_is_restored(cnn, mnist_small):
+    before = torch.get_num_threads()
+    abc_confidence(cnn, mnist_small[0][:2], n_samples=20, budget=10, n_steps=4, return_details=True)
+    assert torch.get_num_threads() == before
