@@ -149,8 +149,9 @@ def _forward_fn(model: nn.Module, x: torch.Tensor, mode: str):
 
 #: samples per generator block of the mask uniforms (see :class:`_MaskSampler`)
 SAMPLE_BLOCK = 64
-#: rows per forward pass on the CPU: the CNN's activations for 512 MNIST images (26 MB) stay in a 32 MB L3 cache,
-#: and the forward ran 1.6x faster per image at batch 512 than at 1,024 on the 2-core benchmark machine
+#: rows per forward pass on the CPU: the CNN's activations for 512 MNIST images (26 MB) fit a 32 MB L3 cache. On the
+#: 2-core benchmark machine the jit forward ran steadily at ~32k img/s at batch 512, while at 1,024 (51 MB) it ran
+#: at that rate in some rounds and ~1.6x slower in others
 CPU_CHUNK = 512
 
 
