@@ -46,12 +46,13 @@ if AVAILABLE:
 
     @njit(cache=True, nogil=True)
     def _maxpool(out, g, y, ry, xin, rin, ix, ir, k, shared, eps, q0, q1):  # pragma: no cover - compiled
-        # out: P x C x HW (zeros); g: P x C x L (L = windows); y, ix: m x C x L; ry, ir: R x C x L;
+        # out: P x C x HW (overwritten); g: P x C x L (L = windows); y, ix: m x C x L; ry, ir: R x C x L;
         # xin: m x C x HW; rin: R x C x HW; pairs q0 .. q1
         c, nwin = g.shape[1], g.shape[2]
         for q in range(q0, q1):
             i = q // k
             r = q % k if shared else q
+            out[q] = 0.0            # zero this pair's row here, while it is about to be hot in the cache
             for ch in range(c):
                 for w in range(nwin):
                     gv = g[q, ch, w]
@@ -103,7 +104,7 @@ def rescale_pairs(g: np.ndarray, a: np.ndarray, fa: np.ndarray, b: np.ndarray, f
 
 def maxpool_pairs(out: np.ndarray, g: np.ndarray, y: np.ndarray, ry: np.ndarray, xin: np.ndarray, rin: np.ndarray,
                   ix: np.ndarray, ir: np.ndarray, k: int, shared: bool, eps: float) -> None:
-    """shap's max-pool rule for non-overlapping windows, written into ``out`` (``P x C x HW``, zero-filled).
+    """shap's max-pool rule for non-overlapping windows, written into ``out`` (``P x C x HW``; every cell is set).
 
     ``g``: ``P x C x L`` multipliers at the pool's output; ``y``/``ry``: the pool outputs of inputs/references
     (``m | R x C x L``); ``xin``/``rin``: the pool inputs (``m | R x C x HW``); ``ix``/``ir``: int64 argmax index of
