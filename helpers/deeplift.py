@@ -208,7 +208,7 @@ class _Record:
 
     inp: Optional[torch.Tensor] = None          # layer input (non-linear layers)
     out: Optional[torch.Tensor] = None          # layer output (non-linear layers)
-    aux: Optional[torch.Tensor] = None          # f'(inp) for element-wise layers; argmax mask / indices for pooling
+    aux: Optional[torch.Tensor] = None          # f'(inp) for element-wise layers; argmax indices (int64) for pooling
     in_shape: Tuple[int, ...] = ()
 
 
@@ -247,7 +247,11 @@ def _record(chain: List[nn.Module], z: torch.Tensor, reference: bool) -> List[_R
 
 
 def _np(t: torch.Tensor, *shape: int):
-    """A numpy view of a CPU tensor (made contiguous), reshaped to ``rows x D`` or to ``shape`` (for the kernels)."""
+    """A numpy view of a CPU tensor, reshaped to ``rows x D`` or to ``shape`` (for the kernels).
+
+    A non-contiguous tensor is copied first, so a tensor the kernel writes into must already be contiguous (the
+    callers make sure of it) or the writes would land in the copy.
+    """
     t = t.detach().contiguous()
     return t.reshape(shape if shape else (t.shape[0], -1)).numpy()
 
