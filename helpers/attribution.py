@@ -66,7 +66,6 @@ __all__ = [
     "make_references",
     "hash_uniform",
     "hash_normal",
-    "block_uniform",
     "integration_points",
     "fast_model",
     "deeplift_multipliers",
@@ -130,29 +129,6 @@ def hash_normal(seed: int, key: torch.Tensor, stream: int = 0) -> torch.Tensor:
     u1 = hash_uniform(seed, key, 2 * stream + 101)
     u2 = hash_uniform(seed, key, 2 * stream + 102)
     return torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
-
-
-#: rows per generator block of :func:`block_uniform`
-RNG_BLOCK = 64
-
-
-def block_uniform(seed: int, start: int, stop: int, d: int, device: torch.device, stream: int = 0) -> torch.Tensor:
-    """Rows ``start .. stop`` (``(stop - start) x d`` float32 in [0, 1)) of an endless seeded table of uniforms.
-
-    Row ``r`` comes from the block ``r // RNG_BLOCK``, drawn by ``torch.rand`` from a generator seeded with a hash of
-    ``(seed, stream, block)``: as chunk-invariant as :func:`hash_uniform` (any chunking of the rows gives the same
-    numbers) but ~5x cheaper per number, which matters for ABC's ``N x S x d`` masks. The numbers depend on the
-    device's generator (CPU and CUDA tables differ).
-    """
-    b0, b1 = start // RNG_BLOCK, (stop - 1) // RNG_BLOCK
-    parts = []
-    for blk in range(b0, b1 + 1):      # a few dozen blocks per chunk; each is one vectorised draw
-        g = torch.Generator(device=device).manual_seed(_mix_int(int(seed) * 1000003 + int(stream) * 7919 + blk)
-                                                       & ((1 << 63) - 1))
-        parts.append(torch.rand(RNG_BLOCK, d, generator=g, device=device))
-    u = parts[0] if len(parts) == 1 else torch.cat(parts)
-    off = start - b0 * RNG_BLOCK
-    return u[off:off + (stop - start)]
 
 
 def _keys(n: int, per: int, device: torch.device, start: int = 0) -> torch.Tensor:
