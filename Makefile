@@ -7,7 +7,6 @@ BIN     := $(VENV)/bin
 PYTHON  := $(BIN)/python
 STAMP   := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export MPLBACKEND := agg
 
 .PHONY: help install data models run notebooks report test test-fast lab bench student lint clean distclean lock
 

@@ -29,8 +29,11 @@ check_aurc                 ``aurc(confidence, correct) -> float``               
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import sys
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -58,8 +61,22 @@ EXERCISES = {
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the runner: one line of feedback per case, AssertionError listing the failures
+# the runner: every case runs; calls of the library's own answer are caught; one line of feedback per case
 # ----------------------------------------------------------------------------------------------------------------
+
+#: exercise -> the library functions ("module:qualified name") a solution must not call: using one scores 0
+SHORTCUTS = {
+    "integrated_gradients": ("helpers.attribution:attribute", "helpers.attribution:explain",
+                             "helpers.attribution:integrated_gradients", "captum.attr:IntegratedGradients.attribute"),
+    "abc_weights": ("helpers.abc:abc_weights", "helpers.abc:weights_from_multipliers",
+                    "helpers.abc:inclusion_probabilities"),
+    "infidelity_estimate": ("helpers.infidelity:infidelity", "helpers.infidelity:infidelity_from_samples",
+                            "captum.metrics:infidelity"),
+    "beta_rescale": ("helpers.infidelity:beta_rescale", "helpers.infidelity:infidelity_from_samples"),
+    "fit_temperature": ("helpers.calibration:fit_temperature", "helpers.calibration:TemperatureScaling.fit"),
+    "aurc": ("helpers.metrics:aurc", "helpers.metrics:risk_coverage"),
+}
+
 
 @dataclass
 class _Case:
@@ -69,39 +86,97 @@ class _Case:
     run: Callable[[Callable], Optional[str]]
 
 
-def _not_implemented_message(check: str, fn: Callable, err: NotImplementedError) -> str:
-    name = getattr(fn, "__name__", "your function")
-    task = f" ({err})" if str(err) else ""
-    return (f"{check}: `{name}` is not implemented yet: it raised NotImplementedError{task}.\n"
-            f"Replace the line `raise NotImplementedError(...)` in the exercise cell with your code, run that cell "
-            f"again, then run this check.")
+@dataclass
+class Result:
+    """The outcome of one exercise: ``(case, problem or None)`` per case, a shortcut used, a stub's message."""
+
+    exercise: str
+    cases: List[Tuple[str, Optional[str]]]
+    shortcut: Optional[str] = None
+    not_implemented: Optional[str] = None
+
+    @property
+    def points(self) -> int:
+        """Cases passed; 0 when the solution calls the library's own answer or is not implemented."""
+        ok = sum(p is None for _, p in self.cases)
+        return 0 if self.shortcut or self.not_implemented else ok
+
+    @property
+    def first_failure(self) -> str:
+        if self.not_implemented or self.shortcut:
+            return self.not_implemented or self.shortcut or ""
+        return next((f"{c}: {p}" for c, p in self.cases if p is not None), "")
 
 
-def _run_cases(check: str, fn: Callable, cases: Sequence[_Case]) -> bool:
+def _library_codes(exercise: str) -> Dict[object, str]:
+    """Code objects of the exercise's forbidden library functions (those that exist) -> their dotted names."""
+    codes = {}
+    for spec in SHORTCUTS.get(exercise, ()):
+        module, qualname = spec.split(":")
+        try:
+            obj = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            continue
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+        if code is not None:
+            codes[code] = f"{module}.{qualname}"
+    return codes
+
+
+def evaluate(exercise: str, fn: Callable, *, allow_library: bool = False) -> Result:
+    """Run every case of ``exercise`` on ``fn``; a call of a :data:`SHORTCUTS` function (unless ``allow_library``)
+    is recorded, by whatever name or import route it was reached."""
     if not callable(fn):
-        raise TypeError(f"{check} expects your function itself (e.g. {check}(my_function)), got "
+        raise TypeError(f"check_{exercise} expects your function itself (e.g. check_{exercise}(my_function)), got "
                         f"{type(fn).__name__}")
-    print(check)
-    failures: List[str] = []
-    for case in cases:
+    codes, used = ({} if allow_library else _library_codes(exercise)), []
+
+    def spy(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            used.append(codes[frame.f_code])
+
+    result = Result(exercise, [])
+    for case in _CASES[exercise]():
+        old = sys.getprofile()
+        sys.setprofile(spy if codes else old)
         try:
             problem = case.run(fn)
         except NotImplementedError as err:
-            msg = _not_implemented_message(check, fn, err)
-            print("  ✗ " + msg)
-            raise AssertionError(msg) from None
+            name, task = getattr(fn, "__name__", "your function"), f" ({err})" if str(err) else ""
+            result.not_implemented = (
+                f"`{name}` is not implemented yet: it raised NotImplementedError{task}. Replace the line "
+                "`raise NotImplementedError(...)` in the exercise cell with your code, run that cell again, then "
+                "run this check.")
+            return result
         except Exception as err:  # noqa: BLE001 - any error of the student's code is feedback
             problem = f"your function raised {type(err).__name__}: {err}"
-        if problem is None:
-            print(f"  ✓ {case.name}")
-        else:
-            line = f"{case.name}: {problem}"
-            print(f"  ✗ {line}")
-            failures.append(line)
+        finally:
+            sys.setprofile(old)
+        result.cases.append((case.name, problem))
+    if used:
+        result.shortcut = (f"your function calls {used[0]}, the library's own answer: write the computation "
+                           "yourself (no points for this exercise)")
+    return result
+
+
+def _check(exercise: str, fn: Callable) -> bool:
+    """Print one line per case; return True when all pass, else raise AssertionError listing the failures."""
+    r = evaluate(exercise, fn)
+    print(f"check_{exercise}")
+    if r.not_implemented:
+        print(f"  ✗ {r.not_implemented}")
+        raise AssertionError(f"check_{exercise}: {r.not_implemented}")
+    for case, problem in r.cases:
+        print(f"  ✓ {case}" if problem is None else f"  ✗ {case}: {problem}")
+    failures = [f"{c}: {p}" for c, p in r.cases if p is not None] + ([r.shortcut] if r.shortcut else [])
+    if r.shortcut:
+        print(f"  ✗ {r.shortcut}")
     if failures:
-        msg = (f"{check}: {len(failures)} of {len(cases)} case(s) failed:\n  - " + "\n  - ".join(failures))
-        raise AssertionError(msg)
-    print(f"  all {len(cases)} cases passed")
+        raise AssertionError(f"check_{exercise}: {len(failures)} problem(s) in {len(r.cases)} case(s):\n  - "
+                             + "\n  - ".join(failures))
+    print(f"  all {len(r.cases)} cases passed")
     return True
 
 
@@ -221,7 +296,7 @@ class _KeepRng:
 # 01: integrated gradients
 # ----------------------------------------------------------------------------------------------------------------
 
-def check_integrated_gradients(fn: Callable) -> bool:
+def _cases_integrated_gradients() -> List[_Case]:
     r"""Check ``integrated_gradients(model, x, baseline, target, n_steps) -> Tensor like x``.
 
     :math:`\mathrm{IG}_i = (x_i - x'_i) \int_0^1 \partial_i f_t(x' + \alpha (x - x'))\, d\alpha`, one row per image and
@@ -274,12 +349,12 @@ def check_integrated_gradients(fn: Callable) -> bool:
         return _compare(g.flatten(1).sum(1), gap, atol=2e-3, rtol=0.03,
                         what="sum of IG over pixels (should equal f_t(x) - f_t(baseline))")
 
-    return _run_cases("check_integrated_gradients", fn, [
+    return [
         _Case("linear model, zero baseline: IG = W_t * x", linear_case(True)),
         _Case("linear model, non-zero baseline: IG = W_t * (x - baseline), per-row targets", linear_case(False)),
         _Case("quadratic model: IG = (x - x') * (A_t (x + x')/2 + w_t)", quadratic),
         _Case("completeness on a small softplus network: sum(IG) = f_t(x) - f_t(x')", completeness),
-    ])
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -298,7 +373,7 @@ def _expected_abc_weights(attr: torch.Tensor, x: torch.Tensor, b: torch.Tensor) 
     return torch.from_numpy(out)
 
 
-def check_abc_weights(fn: Callable) -> bool:
+def _cases_abc_weights() -> List[_Case]:
     r"""Check ``abc_weights(attributions, x, baseline) -> Tensor N x d``.
 
     ABC (Jha et al. 2019) mutates feature ``i`` with probability
@@ -347,12 +422,12 @@ def check_abc_weights(fn: Callable) -> bool:
         return _compare(flipped, base, atol=1e-5, what="weights for attributions * (-3)",
                         shape_hint="weights must not depend on the sign or scale of the attributions")
 
-    return _run_cases("check_abc_weights", fn, [
+    return [
         _Case("hand case, zero baseline: weights 0.5, 1, 0, 0.4 normalised", hand_zero),
         _Case("hand case, baseline 0.5: feature equal to the baseline gets weight 0", hand_baseline),
         _Case("batch of 3 sparse images: N x d, rows sum to 1, no NaN where x == baseline", batch_sparse),
         _Case("invariant to the sign and scale of the attributions", sign_and_scale),
-    ])
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -374,7 +449,7 @@ def _infidelity_by_loop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, p
     return out / pert.shape[1]
 
 
-def check_infidelity_estimate(fn: Callable) -> bool:
+def _cases_infidelity_estimate() -> List[_Case]:
     r"""Check ``infidelity_estimate(model, x, attributions, perturbations, target) -> Tensor N``.
 
     Local units (Yeh et al. 2019): with perturbations ``I`` of shape ``N x S x (x.shape[1:])``,
@@ -428,15 +503,15 @@ def check_infidelity_estimate(fn: Callable) -> bool:
         return _compare(got, _infidelity_by_loop(model, x, attr, pert, target), atol=1e-4, rtol=1e-3,
                         what="infidelity")
 
-    return _run_cases("check_infidelity_estimate", fn, [
+    return [
         _Case("hand case: I·Φ = 2, f(x) - f(x - I) = 5, infidelity (2 - 5)^2 = 9", hand),
         _Case("linear model: the gradient W_t has infidelity 0", gradient_is_perfect),
         _Case("linear model, explanation W_t + δ: infidelity = mean_s (I_s·δ)^2", wrong_explanation),
         _Case("quadratic model, per-row targets: against a loop over samples", quadratic),
-    ])
+    ]
 
 
-def check_beta_rescale(fn: Callable) -> bool:
+def _cases_beta_rescale() -> List[_Case]:
     r"""Check ``beta_rescale(dot, diff) -> Tensor N``.
 
     The scale :math:`\beta` that minimises :math:`\frac1S\sum_s (\beta\, I_s^\top\Phi - (f(x) - f(x - I_s)))^2` is
@@ -461,11 +536,21 @@ def check_beta_rescale(fn: Callable) -> bool:
         return _compare(got, expected, atol=1e-4, rtol=1e-4, what="beta",
                         shape_hint="one beta per row: average over the S columns, not over rows")
 
-    return _run_cases("check_beta_rescale", fn, [
+    def hand_ratio(f: Callable) -> Optional[str]:
+        got = f(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 6.0]]))
+        return _compare(got, torch.tensor([2.6]), atol=1e-5, what="beta", shape_hint="one beta per row")
+
+    def zero_row(f: Callable) -> Optional[str]:
+        got = f(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 2.0], [1.0, 1.0]]))
+        return _compare(got, torch.tensor([0.0, 1.0]), atol=1e-5, what="beta", shape_hint="one beta per row")
+
+    return [
         _Case("hand case: diff = 2 * dot gives beta = 2", hand_two),
+        _Case("hand case: dot = [1, 2], diff = [1, 6] gives beta = 13/5 (not the mean of the ratios)", hand_ratio),
+        _Case("a row whose dot is all zero gets beta = 0 (not NaN)", zero_row),
         _Case("hand case: dot = [1, -1], diff = [1, 1] gives beta = 0", hand_zero),
         _Case("batch of 4 rows x 50 samples: the least-squares scale of each row", least_squares),
-    ])
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -494,7 +579,7 @@ def _synthetic_logits(n: int, c: int, sharpness: float, seed: int):
     return (sharpness * z).float(), labels
 
 
-def check_fit_temperature(fn: Callable) -> bool:
+def _cases_fit_temperature() -> List[_Case]:
     r"""Check ``fit_temperature(logits, labels) -> float``.
 
     The temperature :math:`T > 0` minimising the mean negative log-likelihood
@@ -521,11 +606,11 @@ def check_fit_temperature(fn: Callable) -> bool:
                     f"minimise the NLL of softmax(logits / T), e.g. over log T")
         return run
 
-    return _run_cases("check_fit_temperature", fn, [
+    return [
         _Case("overconfident logits (best T about 3)", case(3.0, 41)),
         _Case("underconfident logits (best T about 0.5)", case(0.5, 42)),
         _Case("calibrated logits (best T about 1)", case(1.0, 43)),
-    ])
+    ]
 
 
 def _aurc_by_loop(confidence: np.ndarray, correct: np.ndarray) -> float:
@@ -538,7 +623,7 @@ def _aurc_by_loop(confidence: np.ndarray, correct: np.ndarray) -> float:
     return total / len(order)
 
 
-def check_aurc(fn: Callable) -> bool:
+def _cases_aurc() -> List[_Case]:
     r"""Check ``aurc(confidence, correct) -> float``.
 
     Sort by decreasing confidence; the risk at coverage ``k/N`` is the error rate of the ``k`` most confident
@@ -571,7 +656,7 @@ def check_aurc(fn: Callable) -> bool:
             return None
         return f"expected {expected:.6f}, got {value:.6f} (the inputs are not sorted: sort by decreasing confidence)"
 
-    return _run_cases("check_aurc", fn, [
+    return [
         _Case("hand case, errors least confident: risks 0, 0, 1/3, 1/2 -> 0.208333",
               hand([0.9, 0.8, 0.7, 0.6], [True, True, False, False], (0 + 0 + 1 / 3 + 1 / 2) / 4)),
         _Case("hand case, errors most confident: risks 1, 1, 2/3, 1/2 -> 0.791667",
@@ -581,4 +666,24 @@ def check_aurc(fn: Callable) -> bool:
         _Case("all correct gives 0", hand([0.3, 0.1, 0.7], [True, True, True], 0.0)),
         _Case("all wrong gives 1", hand([0.3, 0.1, 0.7], [False, False, False], 1.0)),
         _Case("500 random predictions: against a loop over k", random_case),
-    ])
+    ]
+
+
+_CASES: Dict[str, Callable[[], List[_Case]]] = {name: globals()[f"_cases_{name}"] for name in EXERCISES}
+
+
+def _make_check(exercise: str) -> Callable[[Callable], bool]:
+    def check(fn: Callable) -> bool:
+        return _check(exercise, fn)
+
+    check.__name__ = check.__qualname__ = f"check_{exercise}"
+    check.__doc__ = _CASES[exercise].__doc__
+    return check
+
+
+check_integrated_gradients = _make_check("integrated_gradients")
+check_abc_weights = _make_check("abc_weights")
+check_infidelity_estimate = _make_check("infidelity_estimate")
+check_beta_rescale = _make_check("beta_rescale")
+check_fit_temperature = _make_check("fit_temperature")
+check_aurc = _make_check("aurc")

@@ -1,8 +1,15 @@
 """Results of the notebooks: ``save_results`` writes ``build/results/<name>.json``; ``build_report`` assembles them.
 
-Every notebook ends with ``save_results("<notebook name>", {...})``: the key numbers it measured (plain floats,
-ints, strings, lists and dicts; numpy / torch scalars are converted), optional ``tables`` (lists of row dicts, shown
-as markdown tables in ``build/report.md``) and optional matplotlib ``figures`` (saved as PNG beside the JSON).
+Every notebook ends with ``save_results("<notebook name>", {...}, summary=..., tables=..., figures=...)``:
+
+* the key numbers it measured (plain floats, ints, strings, lists and dicts; numpy / torch scalars are converted);
+* ``summary``: its line of the one-page summary, ``{"verdict": "<one sentence built from the numbers>",
+  "headline": [{"name": "AUROC of ABC (IG, zero baseline)", "value": 0.912, "ci": [0.894, 0.929]}, ...]}``
+  (at most 4 headline numbers; ``ci`` is the 95 % interval, optional; ``unit`` optional, e.g. ``"%"``);
+* ``tables`` (lists of row dicts, shown in the report's appendix) and matplotlib ``figures`` (PNG beside the JSON).
+
+``build/report.md`` opens with the summary (one line per notebook), a banner when the run was in quick mode, and
+puts every table in an appendix.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ import torch
 from . import BUILD_DIR, RESULTS_DIR, device, scale
 from .io import atomic_path, atomic_write_bytes, atomic_write_json
 
-__all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment"]
+__all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment", "check_summary"]
+
+QUICK_BANNER = ("> **Quick mode: a smoke test on subsets, not the paper-scale result.** Run `SCALE=full make run` for the "
+                "paper-scale protocol; its committed results are in `results/full/`.\n")
 
 
 def environment() -> Dict[str, str]:
@@ -57,12 +67,35 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def save_results(name: str, results: Mapping[str, Any], *, tables: Optional[Mapping[str, List[Mapping[str, Any]]]] = None,
-                 figures: Optional[Mapping[str, Any]] = None, results_dir: Optional[Path] = None) -> Path:
-    """Write ``results`` (and ``tables``, ``figures``) of notebook ``name`` to ``build/results/<name>.json``.
+def check_summary(summary: Mapping[str, Any]) -> Dict[str, Any]:
+    """Validate a notebook's ``summary`` (see the module docstring) and return it as plain JSON values.
 
-    Figures (matplotlib ``Figure`` objects) go to ``build/results/<name>/<key>.png``. All writes are atomic.
-    Returns the JSON path.
+    Raises:
+        ValueError: naming the field that is missing or malformed.
+    """
+    if not isinstance(summary, Mapping) or not isinstance(summary.get("verdict"), str) or not summary["verdict"]:
+        raise ValueError("summary must be a dict with a non-empty 'verdict' sentence and a 'headline' list")
+    heads = summary.get("headline", [])
+    if not isinstance(heads, (list, tuple)) or len(heads) > 4:
+        raise ValueError(f"summary['headline'] must be a list of at most 4 numbers, got {heads!r}")
+    for i, h in enumerate(heads):
+        ci = h.get("ci") if isinstance(h, Mapping) else None
+        if not isinstance(h, Mapping) or not isinstance(h.get("name"), str) or not isinstance(_plain(h.get("value")),
+                                                                                              (int, float)):
+            raise ValueError(f"summary['headline'][{i}] must be {{'name': str, 'value': number, 'ci': [lo, hi]}}, "
+                             f"got {h!r}")
+        if ci is not None and (len(ci) != 2 or not float(ci[0]) <= float(ci[1])):
+            raise ValueError(f"summary['headline'][{i}]['ci'] must be [low, high] with low <= high, got {ci!r}")
+    return _plain(dict(summary))
+
+
+def save_results(name: str, results: Mapping[str, Any], *, summary: Optional[Mapping[str, Any]] = None,
+                 tables: Optional[Mapping[str, List[Mapping[str, Any]]]] = None,
+                 figures: Optional[Mapping[str, Any]] = None, results_dir: Optional[Path] = None) -> Path:
+    """Write ``results`` (and ``summary``, ``tables``, ``figures``) of notebook ``name`` to ``build/results/``.
+
+    Figures (matplotlib ``Figure`` objects) go to ``build/results/<name>/<key>.png``; what a figure breaks of the
+    :mod:`helpers.plots` style is printed. All writes are atomic. Returns the JSON path.
     """
     if not name or "/" in name:
         raise ValueError(f"name must be a plain file stem like '01_abc_confidence', got {name!r}")
@@ -71,11 +104,16 @@ def save_results(name: str, results: Mapping[str, Any], *, tables: Optional[Mapp
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
+        "summary": check_summary(summary) if summary is not None else None,
         "results": _plain(dict(results)),
         "tables": _plain(dict(tables or {})),
         "figures": {},
     }
+    from .plots import problems
+
     for key, fig in (figures or {}).items():
+        for problem in problems(fig):
+            print(f"figure {key!r}: {problem}")
         png = out_dir / name / f"{key}.png"
         with atomic_path(png, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -113,18 +151,40 @@ def markdown_table(rows: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _headline(h: Mapping[str, Any]) -> str:
+    unit = h.get("unit", "")
+    text = f"{h['name']} {_fmt(h['value'])}{unit}"
+    if h.get("ci"):
+        lo, hi = h["ci"]
+        text += f" [{_fmt(lo)}, {_fmt(hi)}]" + ("" if lo <= h["value"] <= hi else " (estimate outside its CI!)")
+    return text
+
+
+def summary_table(all_results: List[Mapping[str, Any]]) -> str:
+    """The one-page summary: one row per notebook, its verdict and headline numbers with 95 % CIs."""
+    rows = []
+    for res in all_results:
+        s = res.get("summary") or {}
+        rows.append({"notebook": res["name"], "verdict": s.get("verdict", "_(no summary saved)_").replace("|", "/"),
+                     "headline numbers [95 % CI]": "; ".join(_headline(h) for h in s.get("headline", []))})
+    return markdown_table(rows)
+
+
 def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None) -> Path:
-    """Assemble ``build/report.md`` from every ``build/results/*.json``; return its path."""
+    """Write ``build/report.md``: the one-page summary, then every notebook's numbers and tables; return its path."""
     d = Path(results_dir) if results_dir is not None else RESULTS_DIR
     out = Path(out) if out is not None else BUILD_DIR / "report.md"
     all_results = load_results(d)
-    parts = ["# Results of the notebook collection\n",
-             "Every number below was measured by the notebooks in `notebooks/` (executed copies in `build/notebooks/`).\n"]
+    parts = ["# Results of the notebook collection\n"]
+    if any(r["environment"].get("scale") != "full" for r in all_results):
+        parts.append(QUICK_BANNER)
+    parts.append("Every number was measured by the notebooks in `notebooks/` (executed copies in `build/notebooks/`).\n")
     if all_results:
         env = all_results[0]["environment"]
         parts.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n")
+    parts += ["## Summary\n", summary_table(all_results), "\n## Appendix: every number and table\n"]
     for res in all_results:
-        parts.append(f"\n## {res['name']}\n")
+        parts.append(f"\n### {res['name']}\n")
         parts.append(f"_run {res['created']}, scale {res['environment'].get('scale')}, "
                      f"device {res['environment'].get('device')}_\n")
         scalars = [{"key": k, "value": v} for k, v in res["results"].items()]

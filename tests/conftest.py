@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("SCALE", "quick")
-os.environ.setdefault("MPLBACKEND", "agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("agg")  # this process only (not an environment variable): kernels still draw inline figures
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

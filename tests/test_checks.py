@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -71,7 +73,8 @@ def infid_sum_not_mean(model, x, attributions, perturbations, target):
 
 
 def beta_ref(dot, diff):
-    return (dot * diff).mean(1) / (dot ** 2).mean(1)
+    den = (dot ** 2).mean(1)
+    return (dot * diff).mean(1) / torch.where(den == 0, 1.0, den)
 
 
 def beta_inverted(dot, diff):
@@ -149,7 +152,7 @@ def test_mistakes_fail_with_specific_feedback(check, fn, phrase, capsys):
         check(fn)
     msg = str(info.value)
     assert phrase in msg, msg
-    assert "case(s) failed" in msg
+    assert "problem(s) in" in msg
     assert "✗" in capsys.readouterr().out
 
 
@@ -246,9 +249,72 @@ def _package_implementations():
 
 
 @pytest.mark.parametrize("index", range(6), ids=list(checks.EXERCISES))
-def test_package_implementations_pass_the_checks(index):
+def test_package_implementations_pass_the_checks_but_score_nothing_for_a_student(index):
+    """The library agrees with the checks' answers; a student calling it gets 0 points for the exercise."""
     try:
         check, fn = _package_implementations()[index]
     except ImportError as err:  # a module of another issue not there yet
         pytest.skip(f"package implementation missing: {err}")
-    assert check(fn) is True
+    exercise = check.__name__.removeprefix("check_")
+    allowed = checks.evaluate(exercise, fn, allow_library=True)
+    assert allowed.points == len(allowed.cases) and not allowed.shortcut, allowed.first_failure
+    graded = checks.evaluate(exercise, fn)
+    assert graded.points == 0 and "the library's own answer" in graded.shortcut
+    with pytest.raises(AssertionError, match="no points"):
+        check(fn)
+
+
+def beta_mean_of_ratios(dot, diff):  # passes the proportional hand cases
+    return (diff / dot).mean(1)
+
+
+def beta_nan_on_zero_rows(dot, diff):  # right formula, 0/0 on an all-zero row
+    return (dot * diff).mean(1) / (dot ** 2).mean(1)
+
+
+@pytest.mark.parametrize("fn, case", [(beta_mean_of_ratios, "not the mean of the ratios"),
+                                      (beta_nan_on_zero_rows, "all zero gets beta = 0")])
+def test_plausible_wrong_betas_fail(fn, case):
+    r = checks.evaluate("beta_rescale", fn)
+    failed = [c for c, p in r.cases if p is not None]
+    assert any(case in c for c in failed), r.cases
+    assert r.points < len(r.cases)
+
+
+def test_shortcuts_are_caught_by_any_route():
+    import helpers.metrics as M
+    from helpers.metrics import aurc as library_aurc
+
+    def via_module(confidence, correct):
+        return M.aurc(confidence, correct)
+
+    def via_captured_alias(confidence, correct):
+        return library_aurc(confidence, correct)
+
+    def via_import_inside(confidence, correct):
+        from helpers import metrics
+
+        return metrics.aurc(confidence, correct)
+
+    for fn in (via_module, via_captured_alias, via_import_inside):
+        r = checks.evaluate("aurc", fn)
+        assert r.points == 0 and "helpers.metrics.aurc" in r.shortcut, fn.__name__
+    assert checks.evaluate("aurc", aurc_ref).points == len(checks.evaluate("aurc", aurc_ref).cases)
+
+
+def test_captum_ig_and_temperature_scaling_are_shortcuts():
+    from captum.attr import IntegratedGradients
+
+    from helpers.calibration import TemperatureScaling
+
+    def ig_captum(model, x, baseline, target, n_steps):
+        return IntegratedGradients(model).attribute(x, baseline, target=target, n_steps=n_steps)
+
+    def temp_library(logits, labels):
+        return TemperatureScaling().fit(logits, labels).temperature_
+
+    r = checks.evaluate("integrated_gradients", ig_captum)
+    assert r.points == 0 and "IntegratedGradients.attribute" in r.shortcut
+    r = checks.evaluate("fit_temperature", temp_library)
+    assert r.points == 0 and "TemperatureScaling.fit" in r.shortcut
+    assert sys.getprofile() is None

@@ -25,7 +25,52 @@ def test_save_results_converts_and_builds_report(tmp_path):
     assert data["results"] == {"auroc": pytest.approx(0.75), "n": 3, "nan": None}
     assert (tmp_path / "results" / "99_demo" / "curve.png").stat().st_size > 1000
     md = report.build_report(tmp_path / "results", tmp_path / "report.md").read_text()
-    assert "## 99_demo" in md and "| method | auroc |" in md and "results/99_demo/curve.png" in md
+    assert "### 99_demo" in md and "| method | auroc |" in md and "results/99_demo/curve.png" in md
+    assert "_(no summary saved)_" in md
+
+
+def test_report_opens_with_the_summary_and_the_quick_banner(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALE", "quick")
+    summary = {"verdict": "ABC beats softmax", "headline": [
+        {"name": "AUROC", "value": np.float64(0.91), "ci": [0.89, torch.tensor(0.93)]},
+        {"name": "ECE", "value": 0.0018, "ci": [0.0019, 0.0066], "unit": ""}]}
+    report.save_results("01_demo", {"x": 1}, summary=summary, tables={"big": [{"a": 1}]}, results_dir=tmp_path)
+    md = report.build_report(tmp_path, tmp_path / "report.md").read_text()
+    assert md.index("smoke test on subsets, not the paper-scale result") < md.index("## Summary") < md.index("## Appendix")
+    line = next(x for x in md.splitlines() if x.startswith("| 01_demo"))
+    assert "ABC beats softmax" in line and "AUROC 0.91 [0.89, 0.93]" in line
+    assert "ECE 0.0018 [0.0019, 0.0066] (estimate outside its CI!)" in line
+    assert md.index("**big**") > md.index("## Appendix")
+    monkeypatch.setenv("SCALE", "full")
+    report.save_results("01_demo", {"x": 1}, summary=summary, results_dir=tmp_path)
+    assert "smoke test" not in report.build_report(tmp_path, tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"headline": []}, "verdict"),
+    ({"verdict": "v", "headline": [{"name": "a"}]}, r"headline'\]\[0\]"),
+    ({"verdict": "v", "headline": [{"name": "a", "value": 1.0, "ci": [2, 1]}]}, "low <= high"),
+    ({"verdict": "v", "headline": [{"name": str(i), "value": 1.0} for i in range(5)]}, "at most 4"),
+])
+def test_bad_summary_is_rejected(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        report.save_results("01_demo", {}, summary=bad, results_dir=tmp_path)
+
+
+def test_plots_style_and_problems():
+    from helpers import plots
+
+    plt.rcdefaults()
+    plots.style()
+    assert plt.rcParams["xtick.labelsize"] >= plots.MIN_FONT_PT
+    good = plots.risk_coverage_plot({"max softmax": np.linspace(0, 1, 50)}, np.arange(50) % 3 > 0)
+    assert plots.problems(good) == []
+    bad, ax = plt.subplots(figsize=(16, 3))
+    ax.plot([0, 1], label="x_var")
+    ax.tick_params(labelsize=7)
+    found = " ".join(plots.problems(bad))
+    assert "16.0 in wide" in found and "under 9 pt" in found and "no x or y label" in found
+    plt.close("all")
 
 
 def test_save_results_rejects_bad_name(tmp_path):
