@@ -9,6 +9,7 @@ Top-level utilities:
 * :func:`seed_everything` -- seed python, numpy and torch in one call.
 * :func:`scale` -- ``"quick"`` or ``"full"``, read from the ``SCALE`` environment variable.
 * :data:`PROJECT_ROOT`, :data:`DATA_DIR`, :data:`BUILD_DIR` -- where things live.
+* :data:`GITHUB_REPO` -- the repository the Colab / Binder links point to (``python -m helpers repo OWNER/NAME``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "scale", "is_full", "PROJECT_ROOT", "DATA_DIR", "BUILD_DIR", "RESULTS_DIR"]
+__all__ = ["device", "seed_everything", "scale", "is_full", "PROJECT_ROOT", "DATA_DIR", "BUILD_DIR", "RESULTS_DIR",
+           "GITHUB_REPO"]
 __version__ = "0.1.0"
 
 PROJECT_ROOT: Path = Path(os.environ.get("HELPERS_PROJECT_ROOT", Path(__file__).resolve().parent.parent))
 DATA_DIR: Path = Path(os.environ.get("HELPERS_DATA_DIR", PROJECT_ROOT / "data"))
 BUILD_DIR: Path = Path(os.environ.get("HELPERS_BUILD_DIR", PROJECT_ROOT / "build"))
 RESULTS_DIR: Path = BUILD_DIR / "results"
+#: the one place of the GitHub "owner/name" behind every Colab and Binder link and the Colab install cell
+GITHUB_REPO = "trustworthy-dl/abc-infidelity-notebooks"
 
 _SCALES = ("quick", "full")
 

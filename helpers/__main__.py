@@ -1,4 +1,10 @@
-"""Command line: ``python -m helpers data | models [NAME ...] | notebooks [NB ...] | report | info``."""
+"""Command line: ``python -m helpers data | models [NAME ...] | notebooks [NB ...] | report | info | repo OWNER/NAME``.
+
+``repo OWNER/NAME`` re-points every Colab / Binder link and Colab install cell (``helpers.GITHUB_REPO``, README.md,
+the master and student notebooks) to another GitHub repository, e.g. a course's fork. ``colab-cell NB ...`` writes
+:data:`COLAB_CELL` (install on Colab only; a failed install says what to do and never stops the notebook) as the
+first code cell (tagged ``colab``) of the given master notebooks.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,22 @@ import argparse
 import json
 import sys
 import time
+
+COLAB_CELL = """# Colab only: install the helpers package (does nothing elsewhere; a failed install explains what to do).
+import subprocess, sys
+try:
+    import google.colab  # noqa: F401
+except ImportError:
+    pass
+else:
+    try:
+        _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                               "git+https://github.com/{repo}"]).returncode
+    except OSError as _err:
+        _pip = _err
+    if _pip != 0:
+        print("Installing the helpers package failed (pip's message is above). Check that this runtime is online,"
+              " then run this cell again (Runtime > Restart session if it still fails). The next cells need it.")"""
 
 
 def main(argv=None) -> int:
@@ -19,6 +41,10 @@ def main(argv=None) -> int:
     p_nb.add_argument("--timeout", type=int, default=1800)
     sub.add_parser("report", help="assemble build/report.md from build/results/*.json")
     sub.add_parser("info", help="print the environment")
+    p_repo = sub.add_parser("repo", help="re-point the Colab/Binder links and install cells to OWNER/NAME")
+    p_repo.add_argument("slug", nargs="?")
+    p_cell = sub.add_parser("colab-cell", help="write the standard Colab install cell into master notebooks")
+    p_cell.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
 
     if args.cmd == "data":
@@ -52,10 +78,42 @@ def main(argv=None) -> int:
         from .report import build_report
 
         print(f"report written to {build_report()}")
+    elif args.cmd == "repo":
+        return repoint(args.slug)
+    elif args.cmd == "colab-cell":
+        import nbformat
+
+        from . import GITHUB_REPO
+
+        for path in args.paths:
+            nb = nbformat.read(path, as_version=4)
+            cell = next(c for c in nb.cells if c.cell_type == "code")
+            cell.source, cell.metadata["tags"] = COLAB_CELL.format(repo=GITHUB_REPO), ["colab"]
+            nbformat.write(nb, path)
+            print(f"{path}: Colab cell written")
     elif args.cmd == "info":
         from .report import environment
 
         print(json.dumps(environment(), indent=2))
+    return 0
+
+
+def repoint(slug) -> int:
+    """Replace :data:`helpers.GITHUB_REPO` by ``slug`` in every file that links to it; print the files."""
+    import re
+
+    from . import GITHUB_REPO, PROJECT_ROOT
+
+    if slug is None or not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", slug):
+        print(f"links point to {GITHUB_REPO}; give the new one as OWNER/NAME", file=sys.stderr)
+        return 2
+    files = [PROJECT_ROOT / "helpers" / "__init__.py", PROJECT_ROOT / "README.md",
+             *sorted((PROJECT_ROOT / "notebooks").glob("**/[0-9][0-9]_*.ipynb"))]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if GITHUB_REPO in text:
+            path.write_text(text.replace(GITHUB_REPO, slug), encoding="utf-8")
+            print(f"re-pointed {path.relative_to(PROJECT_ROOT)}")
     return 0
 
 

@@ -164,11 +164,13 @@ def make_student_notebook(nb, notebook: str = "notebook") -> Tuple[Optional[obje
         cells.append(c)
     names = ", ".join(f"`{e.name}`" for e in exercises)
     note = nbformat.v4.new_markdown_cell(
-        f"> **Student copy**, generated from `notebooks/{notebook}` by `make student`; do not edit it by hand.\n"
-        f"> It has {len(exercises)} exercise(s): {names}. Each exercise cell (search for `NotImplementedError`)\n"
-        "> keeps the signature and the docstring: write the body, run the cell, then run the check cell below it,\n"
-        "> which prints which case failed, with the expected and the obtained values. Cells further down that use\n"
-        "> your function run once it passes.",
+        f"> **Your copy to work in.** It has {len(exercises)} exercise(s): {names}. In each exercise cell (search for\n"
+        "> `NotImplementedError`) the signature, the docstring and `# HINT` lines are given: replace the line\n"
+        "> `raise NotImplementedError(...)` with your code, run the cell, then run the check cell below it. The check\n"
+        "> tells you which case failed, with the expected and the obtained value; the cells further down use your\n"
+        "> function once it passes. Write the computation yourself: a solution that calls the library's own function\n"
+        "> (`helpers...`, captum) scores no points. To hand in, save this notebook and submit the `.ipynb` file\n"
+        f"> (File > Download). <sub>Generated from `notebooks/{notebook}` by `make student`.</sub>",
         id="student-note")
     cells.insert(1 if cells and cells[0].cell_type == "markdown" else 0, note)
     out.cells = cells
@@ -226,7 +228,146 @@ def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = 
     return {"exercises": exercises, "written": written, "stale": stale, "extra": extra}
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# grading: python -m helpers.student grade SUBMISSION.ipynb | FOLDER [--out build/grades]
+# ----------------------------------------------------------------------------------------------------------------
+
+def _solutions(nb) -> Dict[str, object]:
+    """Each exercise function a submission defines (the last definition wins), executed in a namespace holding the
+    notebook's top-level imports; a function whose cell cannot run maps to the error message instead."""
+    from . import checks
+
+    imports, found = [], {}
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "colab" in _tags(cell):
+            continue
+        try:
+            body = ast.parse(cell.source).body
+        except SyntaxError as err:
+            for name in checks.EXERCISES:
+                if re.search(rf"^def {name}\b", cell.source, re.M):
+                    found[name] = f"the cell defining {name} does not parse: {err.msg} (line {err.lineno})"
+            continue
+        imports += [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        found.update({n.name: n for n in body if isinstance(n, ast.FunctionDef) and n.name in checks.EXERCISES})
+    namespace: Dict[str, object] = {"__name__": "__submission__"}
+    for node in imports:
+        try:
+            exec(compile(ast.Module(body=[node], type_ignores=[]), "<submission>", "exec"), namespace)
+        except Exception:  # noqa: BLE001, S110 - an import the grader lacks only matters if the solution uses it
+            pass
+    out: Dict[str, object] = {}
+    for name, node in found.items():
+        if isinstance(node, str):
+            out[name] = node
+            continue
+        try:
+            exec(compile(ast.Module(body=[node], type_ignores=[]), f"<{name}>", "exec"), namespace)
+            out[name] = namespace[name]
+        except Exception as err:  # noqa: BLE001 - the student's code
+            out[name] = f"defining {name} raised {type(err).__name__}: {err}"
+    return out
+
+
+def _grade_one(nb, exercises: Sequence[str], timeout_s: int) -> List[object]:
+    """A :class:`helpers.checks.Result` per exercise (every check runs; a broken one scores 0, never stops us)."""
+    import signal
+
+    from .checks import Result, evaluate
+
+    def too_slow(*_):
+        raise TimeoutError(f"the check took longer than {timeout_s} s")
+
+    solutions, results = _solutions(nb), []
+    for name in exercises:
+        fn = solutions.get(name, f"no function {name} found in the notebook")
+        if isinstance(fn, str):
+            results.append(Result(name, [("the exercise cell", fn)]))
+            continue
+        old = signal.signal(signal.SIGALRM, too_slow) if hasattr(signal, "SIGALRM") else None
+        if old is not None:
+            signal.alarm(timeout_s)
+        try:
+            results.append(evaluate(name, fn))
+        except BaseException as err:  # noqa: BLE001 - sys.exit or a timeout in student code
+            results.append(Result(name, [("running the check", f"{type(err).__name__}: {err}")]))
+        finally:
+            if old is not None:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, old)
+    return results
+
+
+def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeout_s: int = 120,
+          verbose: bool = True) -> List[Dict[str, object]]:
+    """Grade one submitted notebook or every ``*.ipynb`` under a folder; write ``grades.csv``, ``grades.md`` and
+    ``feedback/<submission>.txt`` (every case) into ``out_dir``; print the score table; return its rows.
+
+    A submission is graded on the exercises of the master whose name it contains (else on every exercise it defines);
+    each exercise scores the number of its cases passed, 0 when it calls the library's own answer.
+    """
+    import contextlib
+    import csv
+    import io
+
+    from . import checks
+    from .runner import NOTEBOOK_DIR
+
+    path, out_dir = Path(path), Path(out_dir)
+    masters = {p.stem: [e.name for e in find_exercises(nbformat.read(p, as_version=4), p.name)]
+               for p in sorted(Path(master_dir or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))}
+    files = sorted(path.rglob("*.ipynb")) if path.is_dir() else [path]
+    rows: List[Dict[str, object]] = []
+    (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
+    for f in files:
+        who = f.relative_to(path).with_suffix("").as_posix() if path.is_dir() else f.stem
+        try:
+            nb = nbformat.read(f, as_version=4)
+        except Exception as err:  # noqa: BLE001 - a damaged upload
+            rows.append({"submission": who, "exercise": "-", "points": 0, "max": 0,
+                         "first failed case": f"not a readable notebook: {type(err).__name__}"})
+            continue
+        wanted = next((ex for stem, ex in masters.items() if stem in f.stem and ex), None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            results = _grade_one(nb, wanted or [n for n in checks.EXERCISES if n in _solutions(nb)], timeout_s)
+        lines = []
+        for r in results:
+            rows.append({"submission": who, "exercise": r.exercise, "points": r.points, "max": len(r.cases) or 1,
+                         "first failed case": r.first_failure})
+            lines += [f"{r.exercise}: {r.points} point(s)"] + [f"  {'ok  ' if p is None else 'FAIL'} {c}"
+                                                             + ("" if p is None else f": {p}") for c, p in r.cases]
+            lines += [f"  FAIL {msg}" for msg in (r.shortcut, r.not_implemented) if msg]
+        (out_dir / "feedback" / f"{who.replace('/', '__')}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open(out_dir / "grades.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["submission", "exercise", "points", "max", "first failed case"])
+        w.writeheader()
+        w.writerows(rows)
+    table = _text_table(rows)
+    (out_dir / "grades.md").write_text("```\n" + table + "```\n", encoding="utf-8")
+    if verbose:
+        print(table + f"\nwritten: {out_dir / 'grades.csv'}, {out_dir / 'grades.md'}, {out_dir / 'feedback'}/")
+    return rows
+
+
+def _text_table(rows: Sequence[Dict[str, object]], width: int = 70) -> str:
+    """Plain aligned columns (no colour codes): submission, exercise, points, first failed case."""
+    cells = [["submission", "exercise", "points", "first failed case"]] + [
+        [str(r["submission"]), str(r["exercise"]), f"{r['points']}/{r['max']}",
+         (str(r["first failed case"]) or "-")[:width]] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(3)]
+    return "".join("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3] + "\n" for c in cells)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["grade"]:
+        g = argparse.ArgumentParser(prog="python -m helpers.student grade", description=grade.__doc__.split("\n")[0])
+        g.add_argument("path", help="a submitted notebook or a folder of them")
+        g.add_argument("--out", default="build/grades", help="output folder (default build/grades)")
+        g.add_argument("--timeout", type=int, default=120, help="seconds allowed per exercise")
+        a = g.parse_args(argv[1:])
+        grade(Path(a.path), Path(a.out), timeout_s=a.timeout)
+        return 0
     parser = argparse.ArgumentParser(prog="python -m helpers.student", description=__doc__.split("\n\n")[0])
     parser.add_argument("master_dir", nargs="?", default="notebooks", help="folder of the master notebooks")
     parser.add_argument("--out", default=None, help="output folder (default: <master_dir>/student)")

@@ -1,6 +1,7 @@
 """Every notebook (masters and student copies) works for a person opening it in Colab, Binder or a classroom:
-a Colab badge to itself, a first code cell that installs the package on Colab only, a papermill "parameters" cell,
-no stored outputs, and a last cell that saves its results. Binder's environment.yml names every runtime dependency."""
+a Colab badge to itself, a first code cell that installs the package on Colab only (and survives a failed install),
+a papermill "parameters" cell, no stored outputs, markdown whose math can render, and a last cell that saves its
+results. Binder's environment.yml names every runtime dependency. The GitHub repository is ``helpers.GITHUB_REPO``."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import types
 import nbformat
 import pytest
 
-from helpers import PROJECT_ROOT
+from helpers import GITHUB_REPO, PROJECT_ROOT
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) + sorted((NOTEBOOK_DIR / "student").glob("[0-9][0-9]_*.ipynb"))
 IDS = [str(p.relative_to(NOTEBOOK_DIR)) for p in NOTEBOOKS]
-REPO = "trustworthy-dl/abc-infidelity-notebooks"
+REPO = GITHUB_REPO
 BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
@@ -50,16 +51,20 @@ def test_opens_with_a_colab_badge_to_itself(path):
 
 
 class _Recorder:
-    def __init__(self):
-        self.calls = []
+    def __init__(self, returncode=0):
+        self.calls, self.returncode = [], returncode
 
     def __call__(self, *args, **kwargs):
         self.calls.append((args, kwargs))
-        return subprocess.CompletedProcess(args, 0)
+        if isinstance(self.returncode, Exception):
+            raise self.returncode
+        if self.returncode and kwargs.get("check"):
+            raise subprocess.CalledProcessError(self.returncode, args[0])
+        return subprocess.CompletedProcess(args, self.returncode)
 
 
-def _run_colab_cell(source, monkeypatch, on_colab: bool):
-    rec = _Recorder()
+def _run_colab_cell(source, monkeypatch, on_colab: bool, returncode=0):
+    rec = _Recorder(returncode)
     monkeypatch.setattr(subprocess, "run", rec)
     monkeypatch.setattr(subprocess, "check_call", rec)
     if on_colab:
@@ -87,6 +92,40 @@ def test_first_code_cell_installs_on_colab_only(path, monkeypatch):
     assert len(calls) == 1, "on Colab it must run pip once"
     argv = " ".join(map(str, calls[0][0][0]))
     assert "pip install" in argv and f"git+https://github.com/{REPO}" in argv, argv
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+@pytest.mark.parametrize("failure", [1, OSError("no network")], ids=["pip-fails", "pip-missing"])
+def test_colab_cell_survives_a_failed_install(path, failure, monkeypatch, capsys):
+    """A failed install prints what to do and does not stop the notebook (python -m helpers colab-cell NB)."""
+    _run_colab_cell(_code_cells(_read(path))[0].source, monkeypatch, on_colab=True, returncode=failure)
+    assert "run this cell again" in capsys.readouterr().out
+
+
+# characters a non-raw Python string makes of "\b", "\a", "\t", "\f", "\v" ... ; "\n" of "\nabla" is a newline
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\t")
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+_MATH = re.compile(r"\$\$.+?\$\$|(?<!\\)\$.+?(?<!\\)\$", re.S)
+_EATEN = re.compile(r"\n(abla|eq|u\b|ot\b|ewline|leq|geq|eg\b|mid)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_markdown_math_can_render(path):
+    """No control characters, an even number of unescaped ``$`` (outside code), no LaTeX command whose ``\\n`` became
+    a newline: the traces of markdown written through non-raw Python strings."""
+    bad = []
+    for i, c in enumerate(_read(path).cells):
+        if c.cell_type != "markdown":
+            continue
+        if m := _CONTROL.search(c.source):
+            bad.append(f"cell {i}: control character {m.group()!r} near {c.source[max(0, m.start() - 15):m.end() + 15]!r}")
+        text = _CODE.sub("", c.source)
+        if len(re.findall(r"(?<!\\)\$", text)) % 2:
+            bad.append(f"cell {i}: unbalanced $ (an odd number of unescaped dollar signs)")
+        for math in _MATH.findall(text):
+            if m := _EATEN.search(math):
+                bad.append(f"cell {i}: '\\n{m.group(1)}' became a newline + {m.group(1)!r} in {math[:40]!r}")
+    assert not bad, "markdown written through non-raw strings? use r\"...\"\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

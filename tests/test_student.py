@@ -1,11 +1,14 @@
 """Student copies: the stub generator, the copies in notebooks/student/ are current, every master passes its
-check, and every stub fails its check with a helpful message."""
+check, every stub fails its check with a helpful message, and one command grades a folder of submissions."""
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import csv
 import io
+import json
+import re
 import subprocess
 import sys
 
@@ -261,3 +264,88 @@ def test_student_stub_fails_its_check_with_a_helpful_message(path, exercise):
     msg = str(info.value)
     assert f"`{exercise.name}` is not implemented yet" in msg and f"Exercise: {exercise.task}" in msg, msg
     assert "Replace the line `raise NotImplementedError(...)`" in msg
+
+
+# ------------------------------------------------------------------------------------------------------ grading
+
+def _hint_lines(source: str) -> int:
+    return sum(1 for line in source.splitlines() if line.strip().lower().startswith("# hint"))
+
+
+@pytest.mark.parametrize("path, exercise", EXERCISES, ids=[f"{p.stem}-{e.name}" for p, e in EXERCISES])
+def test_each_exercise_has_a_hint(path, exercise):
+    nb = nbformat.read(path, as_version=4)
+    assert _hint_lines(nb.cells[exercise.cell].source) >= 1, (
+        f"{path.name} cell {exercise.cell}: give the student at least one '# HINT ...' line in {exercise.name}'s body")
+
+
+def test_ig_exercise_comes_before_the_first_library_ig():
+    """The student writes IG before the notebook calls the library's IG (abc_confidence runs IG by default)."""
+    path = NOTEBOOK_DIR / "01_abc_confidence.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    ex = next(e.cell for p, e in EXERCISES if p == path and e.name == "integrated_gradients")
+    calls = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "solution" not in _tags(c)
+             and re.search(r"\b(abc_confidence|attribute|explain)\(|IntegratedGradients", c.source)]
+    assert not calls or ex < calls[0], f"the IG exercise (cell {ex}) comes after a library call of IG (cell {calls[0]})"
+
+
+def _tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def _submission(student_nb, solutions: dict):
+    nb = json.loads(json.dumps(student_nb))
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        for name, source in solutions.items():
+            if "exercise" in _tags(cell) and f"def {name}(" in cell.source:
+                cell.source = source
+    return nb
+
+
+RIGHT_BETA = '''# EXERCISE: beta
+import torch
+def beta_rescale(dot, diff):
+    den = (dot * dot).mean(1)
+    return (dot * diff).mean(1) / torch.where(den == 0, torch.ones_like(den), den)
+'''
+WRONG_BETA = '''def beta_rescale(dot, diff):
+    return (diff / dot).mean(1)   # mean of the ratios
+'''
+SHORTCUT_BETA = '''from helpers.infidelity import beta_rescale as library_beta
+def beta_rescale(dot, diff):
+    return library_beta(dot, diff)
+'''
+
+
+def test_grading_a_folder_of_three_submissions(tmp_path):
+    """One command grades right, wrong and shortcut submissions; every check runs; a plain score table."""
+    student = nbformat.read(STUDENT_DIR / "04_infidelity_and_sensitivity.ipynb", as_version=4)
+    master = nbformat.read(NOTEBOOK_DIR / "04_infidelity_and_sensitivity.ipynb", as_version=4)
+    infid = next(c.source for c in master.cells if "solution" in _tags(c) and "def infidelity_estimate(" in c.source)
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for who, beta in (("right", RIGHT_BETA), ("wrong", WRONG_BETA), ("shortcut", SHORTCUT_BETA)):
+        sols = {"beta_rescale": beta} | ({"infidelity_estimate": infid} if who == "right" else {})
+        nbformat.write(_submission(student, sols), folder / f"{who}_04_infidelity_and_sensitivity.ipynb")
+    (folder / "broken_04_infidelity_and_sensitivity.ipynb").write_text("{not json")
+    out = tmp_path / "grades"
+    proc = subprocess.run([sys.executable, "-m", "helpers.student", "grade", str(folder), "--out", str(out)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    assert "Traceback" not in text + proc.stderr and "\x1b[" not in text
+    rows = {(r["submission"], r["exercise"]): r for r in csv.DictReader(open(out / "grades.csv"))}
+    n_beta = int(rows[("right_04_infidelity_and_sensitivity", "beta_rescale")]["max"])
+    assert rows[("right_04_infidelity_and_sensitivity", "beta_rescale")]["points"] == str(n_beta) >= "5"
+    assert rows[("right_04_infidelity_and_sensitivity", "infidelity_estimate")]["points"] == \
+        rows[("right_04_infidelity_and_sensitivity", "infidelity_estimate")]["max"]
+    wrong = rows[("wrong_04_infidelity_and_sensitivity", "beta_rescale")]
+    assert 0 < int(wrong["points"]) < n_beta and "mean of the ratios" in wrong["first failed case"]
+    assert "not implemented" in rows[("wrong_04_infidelity_and_sensitivity", "infidelity_estimate")]["first failed case"]
+    short = rows[("shortcut_04_infidelity_and_sensitivity", "beta_rescale")]
+    assert short["points"] == "0" and "helpers.infidelity.beta_rescale" in short["first failed case"]
+    assert "not a readable notebook" in rows[("broken_04_infidelity_and_sensitivity", "-")]["first failed case"]
+    assert "submission" in text and "first failed case" in text and f"{n_beta}/{n_beta}" in text
+    feedback = (out / "feedback" / "wrong_04_infidelity_and_sensitivity.txt").read_text()
+    assert "FAIL" in feedback and "ok" in feedback
