@@ -8,13 +8,14 @@ PYTHON  := $(BIN)/python
 STAMP   := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install data models run notebooks report test test-fast lab bench student lint clean distclean lock
+.PHONY: help install data models run notebooks report test test-fast lab bench student grade lint clean distclean lock
 
 help:
 	@echo "make run    set up, fetch MNIST, train/load models, execute every notebook into build/, write build/report.md"
 	@echo "make test   set up, then the whole test suite (unit tests + every notebook in quick mode)"
 	@echo "make lab    open JupyterLab on notebooks/"
 	@echo "make bench  speed ratios -> build/bench.md      make student  student copies -> notebooks/student/"
+	@echo "make grade SUBMISSIONS=folder   grade submitted notebooks -> build/grades/"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -56,8 +57,13 @@ bench: models
 student: install
 	$(PYTHON) -m helpers.student notebooks
 
+SUBMISSIONS ?= submissions
+grade: install
+	$(PYTHON) -m helpers.student grade $(SUBMISSIONS) --out build/grades
+
 lint: install
 	$(BIN)/ruff check helpers tests benchmarks
+	$(BIN)/ruff check --extend-ignore E401,E402,E702,E731,I001 notebooks
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt

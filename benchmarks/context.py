@@ -9,7 +9,7 @@ import torch
 
 __all__ = ["Context", "FULL_SIZES", "QUICK_SIZES"]
 
-#: Sizes named by the issue (the default run).
+#: The sizes of the default run.
 FULL_SIZES: Dict[str, int] = {
     "forward_batch": 1024,
     "ig_images": 32, "ig_steps": 50,

@@ -5,7 +5,7 @@ Every row runs ours and the reference on the same inputs in one process, alterna
 random perturbations differently, the timed runs use each side's own sampler and the *check* replays our draws
 through the reference (captum's ``perturb_func`` hook), so the check is exact rather than statistical.
 
-A routine that does not exist yet (another issue) makes its row ``n/a: <reason>`` through :class:`Skip`.
+A routine that does not exist yet makes its row ``n/a: <reason>`` through :class:`Skip`.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def ig_rows(ctx: Context) -> List[RowResult]:
     return [RowResult(key="ig", title="IG vs captum IntegratedGradients", ours="attribute(method='ig')",
                       reference="captum IntegratedGradients", ours_s=tm.median("ours"), ref_s=tm.median("captum"),
                       ratio=tm.median("captum") / tm.median("ours"), target=1.0, check=chk.text, check_ok=chk.ok,
-                      sizes=f"{n} images x {steps} steps", notes="target >= 1× is ours (the issue sets none)",
+                      sizes=f"{n} images x {steps} steps", notes="target >= 1× is ours (no external target)",
                       extra={"times": tm.times})]
 
 
@@ -336,7 +336,7 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
                       ratio=tm.median("captum") / tm.median("ours"), target=1.0,
                       check="same copies replayed: " + chk.text, check_ok=chk.ok,
                       sizes=f"{n} images x {s} samples, IG {steps} steps",
-                      notes="target >= 1× is ours (the issue sets none); the cost is the explanations themselves",
+                      notes="target >= 1× is ours (no external target); the cost is the explanations themselves",
                       extra={"times": tm.times}),
             RowResult(key="sensitivity.explain", title="sensitivity_max vs its explanations alone",
                       ours="fidelity.sensitivity_max + our IG", reference=f"our IG on {n * (s + 1)} plain copies",
@@ -344,7 +344,7 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
                       ratio=tm.median("explain") / tm.median("ours"), ratio_kind="of ceiling", target=0.9,
                       check="same copies replayed: " + chk.text, check_ok=chk.ok,
                       sizes=f"{n} images x {s} samples, IG {steps} steps",
-                      notes=("target 0.9× is ours (the issue's 'every perturbation evaluation' read for an explanation "
+                      notes=("target 0.9× is ours ('every perturbation evaluation' read for an explanation "
                              "method): the rate of explained copies against one call of the same explain function on "
                              "as many plain images, measured in the same rounds"),
                       extra={"times": tm.times})]
@@ -483,11 +483,11 @@ def abc_rows(ctx: Context) -> List[RowResult]:
                   ours_s=tm.median("abc_loop_size"), ref_s=tm.median("loop"),
                   ratio=tm.median("loop") / tm.median("abc_loop_size"), target=1.0,
                   sizes=f"{n_loop} images x {s} samples, IG {steps} steps",
-                  notes="target >= 1× is ours (the issue sets none)", **common),
+                  notes="target >= 1× is ours (no external target)", **common),
         RowResult(key="abc.composed", title="ABC vs captum IG + eager forwards",
                   reference="captum IG (batched) + eager forwards of 1,024", ours_s=tm.median("abc"),
                   ref_s=tm.median("composed"), ratio=tm.median("composed") / tm.median("abc"), target=2.0,
-                  sizes=sizes, notes="target >= 2× from issue 3; " + stat, **common),
+                  sizes=sizes, notes="target >= 2×; " + stat, **common),
     ]
 
 

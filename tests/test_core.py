@@ -61,3 +61,14 @@ def test_seed_everything_repeats_every_generator():
     assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
     with pytest.raises(TypeError, match="seed"):
         helpers.seed_everything(1.5)
+
+
+def test_readme_lists_every_module_and_links_to_the_one_repository():
+    import re
+
+    readme = (helpers.PROJECT_ROOT / "README.md").read_text()
+    modules = sorted(p.stem for p in (helpers.PROJECT_ROOT / "helpers").glob("*.py") if not p.stem.startswith("_"))
+    missing = [m for m in modules if f"helpers.{m}`" not in readme]
+    assert not missing, f"README's module table lacks {missing}"
+    slugs = set(re.findall(r"(?:github\.com|/gh)/([\w.-]+/[\w.-]+?)(?:/|\.git|\))", readme))
+    assert slugs == {helpers.GITHUB_REPO}, slugs
