@@ -193,12 +193,10 @@ def infidelity_rows(ctx: Context) -> List[RowResult]:
     per_batch = 2048  # captum's max_examples_per_batch: ~ the memory of one of our chunks
     xc, _ = ctx.images(ceiling["batch"])
     fwd = ceiling["fn"]
-    # the plain forward at the chunk size infidelity evaluates with (on the CPU its cache-friendly choice)
-    from helpers.batching import chunk_size_for
-    from helpers.fastpath import jit_forward
-    from helpers.fidelity import _bytes, _fast_chunk
+    # the plain forward at the chunk size infidelity evaluates with (sized by bytes under the memory budget)
+    from helpers.batching import bytes_per_image, chunk_size_for
 
-    chunk = _fast_chunk(jit_forward(model, x[:8]), x, chunk_size_for(_bytes(x), device=x.device))
+    chunk = chunk_size_for(bytes_per_image(x), device=x.device)
 
     def ceiling_run():
         with torch.inference_mode():
@@ -497,6 +495,7 @@ def abc_rows(ctx: Context) -> List[RowResult]:
 @row("optimal", "noisy-baseline closed-form optimal explanation vs a pinv least-squares solve on 20k samples")
 def optimal_rows(ctx: Context) -> List[RowResult]:
     fidelity = need("helpers.fidelity", "optimal_explanation", "optimal_from_samples", "NoisyBaseline")
+    from helpers.optimal import sherman_morrison
     model = ctx.model("cnn")
     n, s = ctx.sizes["opt_images"], ctx.sizes["opt_samples"]
     x, _ = ctx.images(n)
@@ -537,7 +536,7 @@ def optimal_rows(ctx: Context) -> List[RowResult]:
     W2, diff2 = pert2.flatten(2), fx - fp2
     rep_closed = cosine(tm.outputs["closed"], closed_form(W2, diff2))
     u, dg = (v.double().flatten(1) for v in moment)
-    no_cv = cosine(*(fidelity._sherman_morrison(u, dg, torch.bmm(dd.double().unsqueeze(1), ww.double()).squeeze(1)
+    no_cv = cosine(*(sherman_morrison(u, dg, torch.bmm(dd.double().unsqueeze(1), ww.double()).squeeze(1)
                                                 / s) for ww, dd in ((W, diff), (W2, diff2))))
     rep_lstsq = cosine(tm.outputs["lstsq"], fidelity.optimal_from_samples(W2, diff2))
     del pert2, W2

@@ -1,441 +1,251 @@
-"""Perturbations I for infidelity (Yeh et al., NeurIPS 2019), sampled on the device from a ``torch.Generator``.
+"""Perturbations I for infidelity (Yeh et al., NeurIPS 2019); the perturbed input is ``x - I``.
 
-A perturbation is a random variable ``I`` of the shape of one input; the perturbed input is ``x - I``. Every class
-here draws ``n`` perturbations for each of ``N`` inputs at once (``N x n x ...``) and states its *units*, as in the
-authors' code:
+Each perturbation states its *units*, as in the authors' code:
 
-* ``units = "local"`` (:class:`Gaussian`, :class:`NoisyBaseline`, :class:`LinfBall`): ``I`` is real valued and pairs
-  with gradient-like explanations, ``Iᵀ Φ = Σ I · Φ``.
-* ``units = "global"`` (:class:`ConstantBaseline`, :class:`Square`, :class:`ShapSubset`): the draw is a mask ``M``
-  and ``I = M ⊙ (x - x0)`` for a baseline ``x0``; it pairs with explanations that already carry the factor
-  ``(x - x0)`` (IG, SHAP, gradient ⊙ input): ``Iᵀ Φ = Σ M · Φ``.
+* ``"local"`` (:class:`Gaussian`, :class:`NoisyBaseline`): ``I`` is real valued and pairs with gradient-like
+  explanations, ``IᵀΦ = Σ I·Φ``.
+* ``"global"`` (:class:`ConstantBaseline`, :class:`Square`, :class:`ShapSubset`): the draw is a mask ``M`` (1 =
+  replaced by the baseline ``x0``), ``I = M ⊙ (x - x0)``; it pairs with explanations that carry the factor
+  ``(x - x0)`` (IG, SHAP, gradient ⊙ input): ``IᵀΦ = Σ M·Φ``.
 
-:meth:`Perturbation.draw` returns a :class:`Draw` ``(I, W, weights)``: ``I`` the perturbation, ``W`` what multiplies
-the explanation (``I`` itself for local units, ``M`` for global ones) and optional per-sample weights ``N x n``
-(the Shapley kernel of :class:`ShapSubset`; ``None`` = uniform).
+Common random numbers: every built-in perturbation draws its noise (or masks) once for all inputs, so the ``n``
+perturbations depend on the generator only, never on an input's position in the batch. :meth:`Perturbation.draw`
+returns a :class:`Draw` whose tensors have a leading dimension of ``N`` or ``1`` (shared by every input).
 
-Write your own perturbation by subclassing :class:`Perturbation` and implementing ``_draw`` (see
-``notebooks/05_infidelity_optimization.ipynb`` for a "strokes only" example).
+Your own perturbation need not subclass anything: ``infidelity`` and ``optimal_explanation`` accept any object
+with ``units`` and ``sample(x, n, generator) -> I`` (``N x n x ...``), or a captum-style ``perturb_func(x) ->
+(I, x - I)`` (see :func:`as_perturbation`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = [
-    "Draw",
-    "Perturbation",
-    "Gaussian",
-    "NoisyBaseline",
-    "LinfBall",
-    "ConstantBaseline",
-    "Square",
-    "ShapSubset",
-    "Fixed",
-    "square_masks",
-]
+__all__ = ["Draw", "Perturbation", "Gaussian", "NoisyBaseline", "ConstantBaseline", "Square", "ShapSubset",
+           "Fixed", "FromFunction", "as_perturbation", "square_masks"]
 
-Number = Union[float, int]
-BaselineLike = Union[Number, torch.Tensor]
+BaselineLike = Union[float, int, torch.Tensor]
 
 
 class Draw(NamedTuple):
-    """One batch of perturbations for ``N`` inputs and ``n`` samples each.
-
-    Attributes:
-        I: ``N x n x ...`` the perturbation; the perturbed input is ``x[:, None] - I``.
-        W: ``N x n x ...`` the factor that multiplies the explanation in ``Iᵀ Φ`` (``I`` for local units, the mask
-            ``M`` for global ones).
-        weights: ``N x n`` non-negative sample weights, or ``None`` for uniform weights.
-        perturbed: optionally ``x[:, None] - I`` itself, when the perturbation builds it anyway (saves a pass).
-    """
+    """``n`` perturbations: ``I`` and ``W`` (what multiplies Φ: ``I`` for local units, ``M`` for global ones), each
+    ``N x n x ...`` or ``1 x n x ...`` (the same for every input), and optional weights ``N x n`` or ``1 x n``."""
 
     I: torch.Tensor
     W: torch.Tensor
     weights: Optional[torch.Tensor] = None
-    perturbed: Optional[torch.Tensor] = None
 
 
-def _check_sigma(sigma: object, name: str = "sigma") -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(sigma).__name__}")
-    if not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {sigma}")
-    return float(sigma)
-
-
-def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n_samples must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n}")
-    return n
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def _baseline_like(baseline: BaselineLike, x: torch.Tensor, name: str = "baseline") -> torch.Tensor:
-    """The baseline as a tensor broadcastable to ``x`` (``N x ...``): a number, one image (``...``) or ``N x ...``."""
+    """The baseline broadcastable to ``x`` (``N x ...``): a number, one input (``...``) or ``N x ...``."""
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full((1,) + tuple(x.shape[1:]), float(baseline), dtype=x.dtype, device=x.device)
     if not isinstance(baseline, torch.Tensor):
         raise TypeError(f"{name} must be a number or a tensor, got {type(baseline).__name__}")
     b = baseline.to(device=x.device, dtype=x.dtype)
-    if b.shape == x.shape[1:]:
-        b = b.unsqueeze(0)
+    b = b.unsqueeze(0) if b.shape == x.shape[1:] else b
     if b.dim() != x.dim() or b.shape[1:] != x.shape[1:] or b.shape[0] not in (1, x.shape[0]):
-        raise ValueError(f"{name} must be a number, one image of shape {tuple(x.shape[1:])} or a batch of shape "
+        raise ValueError(f"{name} must be a number, one input of shape {tuple(x.shape[1:])} or a batch of shape "
                          f"{tuple(x.shape)}, got {tuple(b.shape)}")
     return b
 
 
 class Perturbation:
-    """Base class: subclasses set ``units`` and implement ``_draw(x, n, generator) -> Draw``.
-
-    ``x`` is ``N x ...`` on the device where the model runs; the generator lives on the same device.
-    """
+    """Base class: subclasses set ``units`` and implement ``draw(x, n, generator) -> Draw``."""
 
     units: str = "local"
-    #: ``True`` when the masks do not depend on ``x`` (global perturbations), so one draw can serve every input.
-    shared_masks: bool = False
+    default_samples: int = 1000
 
-    def validate(self, x: torch.Tensor) -> None:
-        """Raise a clear error if this perturbation cannot act on inputs like ``x`` (default: accept)."""
-
-    def default_samples(self, x: torch.Tensor) -> int:
-        """The number of samples used when ``n_samples`` is ``None``."""
-        return 1000
-
-    def draw(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator] = None, start: int = 0) -> Draw:
-        """Draw ``n`` perturbations for each input of ``x`` (``N x ...``): a :class:`Draw` of ``N x n x ...`` tensors.
-
-        ``start`` is the index of the first sample (deterministic mask sets such as :class:`Square` continue from it).
-        """
-        _check_n(n)
-        self.validate(x)
-        d = self._draw(x, n, generator, start)
-        if not isinstance(d, Draw):
-            d = Draw(*d)
-        expected = (x.shape[0], n) + tuple(x.shape[1:])
-        if tuple(d.I.shape) != expected or tuple(d.W.shape) != expected:
-            raise ValueError(f"{type(self).__name__}._draw must return N x n x ... tensors of shape {expected}, got "
-                             f"I {tuple(d.I.shape)} and W {tuple(d.W.shape)}")
-        return d
+    def draw(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> Draw:
+        raise NotImplementedError  # pragma: no cover
 
     def sample(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``n`` perturbations ``I`` per input: ``N x n x ...`` (the perturbed inputs are ``x[:, None] - I``)."""
-        return self.draw(x, n, generator).I
-
-    def draw_block(self, x: torch.Tensor, rows: slice, start: int, n: int,
-                   generator: Optional[torch.Generator] = None) -> Draw:
-        """Samples ``start:start+n`` for the inputs ``x[rows]`` (the chunked evaluators call this)."""
-        return self.draw(x[rows], n, generator, start)
-
-    def draw_perturbed(self, x: torch.Tensor, rows: slice, start: int, n: int,
-                       generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
-        """Only the perturbed inputs ``x[rows, None] - I`` (``r x n x ...``) of the same draw as :meth:`draw_block`,
-        when the perturbation can build them without ``I`` (cheaper); ``None`` (the default) when it cannot.
-
-        For local units ``W = I = x - (x - I)``, so an evaluator can form ``IᵀΦ = xᵀΦ - (x - I)ᵀΦ`` from them.
-        """
-        return None
+        """``n`` perturbations ``I`` per input: ``N x n x ...``."""
+        i = self.draw(x, n, generator).I
+        return i.expand((x.shape[0],) + tuple(i.shape[1:]))
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The baseline ``x0`` of a global perturbation, broadcastable to ``x`` (zero for local ones)."""
+        """The baseline ``x0`` broadcastable to ``x`` (0 unless the perturbation has one)."""
         return _baseline_like(getattr(self, "baseline", 0.0), x)
-
-    def _draw(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator], start: int = 0) -> Draw:  # pragma: no cover
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
 
 
-# ---------------------------------------------------------------------------------------------------- local ones
+def _noise(x: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise ``1 x n x ...`` shared by every input of ``x``."""
+    return torch.randn((1, n) + tuple(x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
 
 
 class Gaussian(Perturbation):
-    """``I ~ N(0, σ² Id)``: the paper's vanishing-Gaussian perturbation (Grad is infidelity-optimal as σ -> 0).
-
-    ``E[I Iᵀ] = σ² Id`` is known, so :func:`helpers.fidelity.optimal_explanation` solves it in closed form.
-    """
-
-    units = "local"
+    """``I ~ N(0, σ² Id)``: the vanishing-Gaussian perturbation (Grad is optimal as σ -> 0); ``E[IIᵀ] = σ² Id``."""
 
     def __init__(self, sigma: float = 0.1) -> None:
-        self.sigma = _check_sigma(sigma)
+        self.sigma = _positive(sigma, "sigma")
 
-    def _draw(self, x, n, generator, start=0):
-        shape = (x.shape[0], n) + tuple(x.shape[1:])
-        i = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype).mul_(self.sigma)
+    def draw(self, x, n, generator=None):
+        i = _noise(x, n, generator) * self.sigma
         return Draw(i, i)
 
     def second_moment(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(u, D)`` with ``E[I Iᵀ] = u uᵀ + diag(D)``, each ``N x ...``."""
+        """``(u, D)`` with ``E[I] = u`` and ``E[IIᵀ] = u uᵀ + diag(D)``, each ``N x ...``."""
         return torch.zeros_like(x), torch.full_like(x, self.sigma ** 2)
 
 
-class LinfBall(Perturbation):
-    """``I ~ Uniform([-r, r]^d)``: the uniform L-infinity ball of max-sensitivity (captum's default) and of SG's
-    uniform kernel in the authors' code."""
-
-    units = "local"
-
-    def __init__(self, radius: float = 0.02) -> None:
-        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius):
-            raise TypeError(f"radius must be a finite float, got {radius!r}")
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        self.radius = float(radius)
-
-    def _draw(self, x, n, generator, start=0):
-        shape = (x.shape[0], n) + tuple(x.shape[1:])
-        i = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype).mul_(2 * self.radius)
-        i.sub_(self.radius)
-        return Draw(i, i)
-
-
-def _clipped_normal_moments(m: torch.Tensor, sigma: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of ``clip(m + σ n, 0, 1)``, ``n ~ N(0, 1)``, elementwise (closed form, float64 inside)."""
+def _clipped_normal_moments(m: torch.Tensor, sigma: float, lo: float, hi: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``clip(m + σ n, lo, hi)``, ``n ~ N(0, 1)``, elementwise (closed form, float64)."""
     m64 = m.double()
-    a, b = (0.0 - m64) / sigma, (1.0 - m64) / sigma
-    cdf = torch.special.ndtr
-    pdf = lambda t: torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
-    pa, pb, fa, fb = cdf(a), cdf(b), pdf(a), pdf(b)
+    a, b = (lo - m64) / sigma, (hi - m64) / sigma
+    pa, pb = torch.special.ndtr(a), torch.special.ndtr(b)
+    fa, fb = (torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi) for t in (a, b))
     mid = pb - pa
-    upper = 1.0 - pb                                                   # P(z = 1)
-    e1 = m64 * mid + sigma * (fa - fb) + upper
-    e2 = m64 * m64 * mid + 2 * m64 * sigma * (fa - fb) + sigma ** 2 * (mid + a * fa - b * fb) + upper
-    var = (e2 - e1 * e1).clamp_min(0.0)
-    return e1.to(m.dtype), var.to(m.dtype)
+    e1 = m64 * mid + sigma * (fa - fb) + lo * pa + hi * (1 - pb)
+    e2 = (m64 * m64 * mid + 2 * m64 * sigma * (fa - fb) + sigma ** 2 * (mid + a * fa - b * fb)
+          + lo * lo * pa + hi * hi * (1 - pb))
+    return e1.to(m.dtype), (e2 - e1 * e1).clamp_min(0.0).to(m.dtype)
 
 
 class NoisyBaseline(Perturbation):
-    """The authors' "noisy baseline" (NB): the perturbed input is ``x - I = clip(x0 + σ n, 0, 1)``, ``n ~ N(0, Id)``.
+    """The authors' noisy baseline (NB): ``x - I = clip(x0 + σ n, lo, hi)``, ``n ~ N(0, Id)``.
 
-    With ``x0 = 0`` (their code) about half the pixels of the perturbed image are 0 and the rest |σ n|.
-    ``clip=False`` gives the unclipped ``x - I = x0 + σ n``.
-
-    ``E[I Iᵀ] = (x - μ)(x - μ)ᵀ + diag(v)`` with ``μ``, ``v`` the mean and variance of the (clipped) noisy baseline,
-    since its pixels are independent: rank one plus diagonal, which :func:`optimal_explanation` inverts in O(d) by
-    Sherman-Morrison (the closed form holds with clipping too; the issue's unclipped case is ``μ = x0, v = σ²``).
+    ``input_range=(lo, hi)`` is the valid input range (MNIST's ``(0, 1)`` by default; ``None``: no clipping).
+    ``E[IIᵀ] = (x - μ)(x - μ)ᵀ + diag(v)`` with ``μ``, ``v`` the mean and variance of the clipped noisy baseline:
+    rank one plus diagonal, so :func:`helpers.optimal.optimal_explanation` solves it in O(d).
     """
 
-    units = "local"
+    def __init__(self, sigma: float = 0.2, baseline: BaselineLike = 0.0,
+                 input_range: Optional[Tuple[float, float]] = (0.0, 1.0)) -> None:
+        self.sigma, self.baseline = _positive(sigma, "sigma"), baseline
+        if input_range is not None and not (len(input_range) == 2 and input_range[0] < input_range[1]):
+            raise ValueError(f"input_range must be None or (lo, hi) with lo < hi, got {input_range!r}")
+        self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
 
-    def __init__(self, sigma: float = 0.2, baseline: BaselineLike = 0.0, clip: bool = True) -> None:
-        self.sigma = _check_sigma(sigma)
-        self.baseline = baseline
-        self.clip = bool(clip)
-
-    def _noisy(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """``z = clip(x0 + σ n)``, ``N x n x ...``: two passes (normal_ with the mean, clamp_) for a number ``x0``."""
-        shape = (x.shape[0], n) + tuple(x.shape[1:])
-        z = torch.empty(shape, device=x.device, dtype=x.dtype)
-        if isinstance(self.baseline, (int, float)) and not isinstance(self.baseline, bool):
-            z.normal_(float(self.baseline), self.sigma, generator=generator)   # z = x0 + σ n in one pass
-        else:
-            z.normal_(0.0, self.sigma, generator=generator)
-            z.add_(_baseline_like(self.baseline, x).unsqueeze(1))
-        return z.clamp_(0.0, 1.0) if self.clip else z
-
-    def _draw(self, x, n, generator, start=0):
-        z = self._noisy(x, n, generator)
-        i = x.unsqueeze(1) - z                                             # I = x - z
-        return Draw(i, i, None, z)
-
-    def draw_perturbed(self, x, rows, start, n, generator=None):
-        """The noisy baselines ``z = x - I`` alone (the same draw as :meth:`draw_block`, without forming ``I``)."""
-        self.validate(x)
-        return self._noisy(x[rows], _check_n(n), generator)
-
-    def moments(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance (each broadcastable to ``x``) of the perturbed input ``z = x - I``."""
-        x0 = _baseline_like(self.baseline, x).expand_as(x)
-        if not self.clip:
-            return x0, torch.full_like(x, self.sigma ** 2)
-        return _clipped_normal_moments(x0, self.sigma)
+    def draw(self, x, n, generator=None):
+        z = _baseline_like(self.baseline, x).unsqueeze(1) + self.sigma * _noise(x, n, generator)
+        if self.input_range is not None:
+            z = z.clamp(*self.input_range)
+        i = x.unsqueeze(1) - z
+        return Draw(i, i)
 
     def second_moment(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(u, D)`` with ``E[I Iᵀ] = u uᵀ + diag(D)``: ``u = x - E[z]``, ``D = Var[z]``, each ``N x ...``."""
-        mu, var = self.moments(x)
-        return x - mu, var.expand_as(x).clone()
+        """``(u, D)``: ``u = E[I] = x - E[z]``, ``D = Var[z]``, each ``N x ...``."""
+        x0 = _baseline_like(self.baseline, x).expand_as(x)
+        if self.input_range is None:
+            return x - x0, torch.full_like(x, self.sigma ** 2)
+        mu, var = _clipped_normal_moments(x0, self.sigma, *self.input_range)
+        return x - mu, var
 
 
-# --------------------------------------------------------------------------------------------------- global ones
+class _Masked(Perturbation):
+    """Global perturbations: ``masks(x, n, generator) -> (M 1 x n x ..., weights or None)``, ``I = M ⊙ (x - x0)``."""
 
-
-class _Global(Perturbation):
     units = "global"
 
     def __init__(self, baseline: BaselineLike = 0.0) -> None:
         self.baseline = baseline
 
-    def masks(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator],
-              start: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """``(M, weights)``: masks ``N x n x ...`` (1 = replaced by the baseline) and optional weights ``N x n``."""
-        raise NotImplementedError  # pragma: no cover
-
-    def _draw(self, x, n, generator, start=0):
-        m, w = self.masks(x, n, generator, start)
-        m = m.to(x.dtype).expand((x.shape[0], n) + tuple(x.shape[1:]))
-        diff = (x - _baseline_like(self.baseline, x)).unsqueeze(1)
-        return Draw(m * diff, m, w)
+    def draw(self, x, n, generator=None):
+        m, w = self.masks(x, n, generator)
+        return Draw(m * (x - self.baseline_for(x)).unsqueeze(1), m, w)
 
 
-class ConstantBaseline(_Global):
-    """``I = x - x0`` with probability one (the mask is all ones): the perturbation for which IG is optimal.
+class ConstantBaseline(_Masked):
+    """``I = x - x0`` with probability one (the mask is all ones): the perturbation for which IG is optimal."""
 
-    ``value`` is a number or a tensor (one image or ``N x ...``). Every sample is the same, so ``n = 1`` suffices.
-    """
-
-    shared_masks = True
+    default_samples = 1
 
     def __init__(self, value: BaselineLike = 0.0) -> None:
         super().__init__(value)
 
-    def default_samples(self, x):
-        return 1
-
-    def masks(self, x, n, generator, start=0):
+    def masks(self, x, n, generator=None):
         return torch.ones((1, n) + tuple(x.shape[1:]), device=x.device, dtype=x.dtype), None
 
 
 def square_masks(shape: Sequence[int], sizes: Sequence[int] = tuple(range(1, 11)), stride: int = 1,
                  device: Optional[torch.device] = None) -> torch.Tensor:
-    """Every ``s x s`` square mask (``s`` in ``sizes``, top-left corners every ``stride`` pixels) on an image.
-
-    Args:
-        shape: ``C x H x W`` (or ``H x W``) of one image; a mask covers every channel.
-
-    Returns:
-        Bool tensor ``K x C x H x W`` (``K = Σ_s ((H - s)//stride + 1)((W - s)//stride + 1)``; 5,605 for sizes 1..10
-        and stride 1 on 28 x 28, the authors' setting).
-    """
-    shape = tuple(shape)
-    if len(shape) == 2:
-        shape = (1,) + shape
-    c, h, w = shape[-3:]
+    """Every ``s x s`` square (``s`` in ``sizes``, corners every ``stride`` pixels) on a ``C x H x W`` image:
+    bool ``K x C x H x W`` (K = 5,605 for sizes 1..10, stride 1 on 28 x 28, the authors' setting)."""
+    c, h, w = tuple(shape)[-3:]
     rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
     out = []
     for s in sizes:
-        r0 = torch.arange(0, h - s + 1, stride, device=device)
-        c0 = torch.arange(0, w - s + 1, stride, device=device)
-        rr = (rows[None] >= r0[:, None]) & (rows[None] < r0[:, None] + s)            # R x H
-        cc = (cols[None] >= c0[:, None]) & (cols[None] < c0[:, None] + s)            # Q x W
-        m = rr[:, None, :, None] & cc[None, :, None, :]                               # R x Q x H x W
-        out.append(m.reshape(-1, h, w))
+        r0, c0 = torch.arange(0, h - s + 1, stride, device=device), torch.arange(0, w - s + 1, stride, device=device)
+        rr = (rows[None] >= r0[:, None]) & (rows[None] < r0[:, None] + s)              # R x H
+        cc = (cols[None] >= c0[:, None]) & (cols[None] < c0[:, None] + s)              # Q x W
+        out.append((rr[:, None, :, None] & cc[None, :, None, :]).reshape(-1, h, w))
     m = torch.cat(out)
-    return m[:, None].expand(m.shape[0], c, h, w).reshape((m.shape[0],) + shape)
+    return m[:, None].expand(m.shape[0], c, h, w).contiguous()
 
 
-class Square(_Global):
-    """Square removal (the paper's "Square"): an ``s x s`` square, ``s`` in ``sizes``, set to the baseline.
-
-    ``sample=False`` (default) cycles through all masks in a fixed order, so ``n_samples = n_masks(x)`` (5,605 on
-    28 x 28 with sizes 1..10) evaluates every mask once, like the authors' code; ``sample=True`` draws masks
-    uniformly with replacement (a cheaper unbiased estimate).
-    """
-
-    shared_masks = True
+class Square(_Masked):
+    """Square removal: an ``s x s`` square (``s`` in ``sizes``) of every channel set to the baseline, drawn
+    uniformly with replacement from all ``n_masks`` squares (never in a fixed order). Images only (N x C x H x W)."""
 
     def __init__(self, sizes: Union[int, Sequence[int]] = tuple(range(1, 11)), stride: int = 1,
-                 baseline: BaselineLike = 0.0, sample: bool = False) -> None:
+                 baseline: BaselineLike = 0.0) -> None:
         super().__init__(baseline)
-        if isinstance(sizes, int) and not isinstance(sizes, bool):
-            sizes = (sizes,)
-        sizes = tuple(sizes)
+        sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
         if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
             raise ValueError(f"sizes must be positive ints, got {sizes!r}")
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise ValueError(f"stride must be an int >= 1, got {stride!r}")
-        self.sizes, self.stride, self.sample_masks = sizes, stride, bool(sample)
-        self._cache: dict = {}
-
-    def validate(self, x):
-        h, w = x.shape[-2], x.shape[-1]
-        if x.dim() < 3:
-            raise ValueError(f"Square needs images (N x [C x] H x W), got x of shape {tuple(x.shape)}")
-        too_big = [s for s in self.sizes if s > min(h, w)]
-        if too_big:
-            raise ValueError(f"square sizes {too_big} are larger than the image ({h} x {w})")
+        self.sizes, self.stride = sizes, stride
 
     def all_masks(self, x: torch.Tensor) -> torch.Tensor:
-        """Every mask, ``K x ...`` (cached per shape and device)."""
-        key = (tuple(x.shape[1:]), str(x.device))
-        if key not in self._cache:
-            self._cache[key] = square_masks(x.shape[1:], self.sizes, self.stride, device=x.device)
-        return self._cache[key]
+        """Every mask, ``K x C x H x W`` float."""
+        if x.dim() != 4:
+            raise ValueError(f"Square needs images x of shape N x C x H x W, got {tuple(x.shape)}; for tabular or "
+                             f"1-D inputs use ShapSubset, ConstantBaseline, Gaussian or NoisyBaseline")
+        if max(self.sizes) > min(x.shape[-2:]):
+            raise ValueError(f"square sizes {self.sizes} must fit in the image ({x.shape[-2]} x {x.shape[-1]})")
+        return square_masks(x.shape[1:], self.sizes, self.stride, device=x.device).to(x.dtype)
 
     def n_masks(self, x: torch.Tensor) -> int:
-        self.validate(x)
         return int(self.all_masks(x).shape[0])
 
-    def default_samples(self, x):
-        return self.n_masks(x)
-
-    def masks(self, x, n, generator, start=0):
+    def masks(self, x, n, generator=None):
         allm = self.all_masks(x)
-        k = allm.shape[0]
-        if self.sample_masks:
-            idx = torch.randint(k, (x.shape[0] * n,), generator=generator, device=x.device)
-            return allm[idx].reshape((x.shape[0], n) + tuple(x.shape[1:])), None
-        idx = torch.arange(start, start + n, device=x.device) % k
+        idx = torch.randint(allm.shape[0], (n,), generator=generator, device=x.device)
         return allm[idx].unsqueeze(0), None
 
-    def __repr__(self):
-        return f"Square(sizes={self.sizes}, stride={self.stride}, baseline={self.baseline!r}, sample={self.sample_masks})"
+
+def shapley_size_probs(d: int) -> torch.Tensor:
+    """``P(|S| = z)``, ``z = 1..d-1``, of the Shapley kernel ``π(S) = (d-1) / (C(d,z) z (d-z))`` (float64)."""
+    z = torch.arange(1, d, dtype=torch.float64)
+    p = (d - 1) / (z * (d - z))
+    return p / p.sum()
 
 
-def _log_shapley_kernel(z: torch.Tensor, d: int) -> torch.Tensor:
-    """``log π(z)`` of the Shapley kernel ``π(z) = (d - 1) / (C(d, z) z (d - z))`` for subsets of size ``z``."""
-    z = z.double()
-    log_binom = math.lgamma(d + 1) - torch.lgamma(z + 1) - torch.lgamma(d - z + 1)
-    return math.log(d - 1) - log_binom - torch.log(z) - torch.log(d - z)
+class ShapSubset(_Masked):
+    """Random subsets of features set to the baseline, distributed as the Shapley kernel (SHAP is optimal for it).
 
-
-class ShapSubset(_Global):
-    """Random subsets of pixels set to the baseline, weighted by the Shapley kernel (SHAP is optimal for it).
-
-    As in the authors' code, each pixel is removed with probability ``p = 1/2`` (all subsets equally likely; the
-    empty and the full subset are redrawn) and a sample of ``z`` removed pixels has the kernel weight
-    ``π(z) = (d - 1) / (C(d, z) z (d - z))`` (importance weights, normalised to mean 1 per input).
-    ``weighted=False`` drops the weights.
+    Sampled as KernelSHAP does: a size ``z`` from the kernel's size distribution ``∝ (d-1) / (z (d-z))``, then a
+    uniform subset of that size; all samples have equal weight (no importance weights, full effective sample size).
     """
 
-    def __init__(self, baseline: BaselineLike = 0.0, p: float = 0.5, weighted: bool = True) -> None:
-        super().__init__(baseline)
-        if not 0.0 < float(p) < 1.0:
-            raise ValueError(f"p must lie in (0, 1), got {p}")
-        self.p, self.weighted = float(p), bool(weighted)
-
-    def masks(self, x, n, generator, start=0):
-        shape = (x.shape[0], n) + tuple(x.shape[1:])
+    def masks(self, x, n, generator=None):
         d = int(math.prod(x.shape[1:]))
         if d < 2:
             raise ValueError(f"ShapSubset needs inputs with at least 2 features, got shape {tuple(x.shape[1:])}")
-        m = torch.rand(shape, generator=generator, device=x.device) < self.p
-        z = m.flatten(2).sum(-1)
-        bad = (z == 0) | (z == d)
-        while bool(bad.any()):                                              # redraw the empty / full subsets
-            redo = torch.rand((int(bad.sum()),) + tuple(x.shape[1:]), generator=generator, device=x.device) < self.p
-            m[bad] = redo
-            z = m.flatten(2).sum(-1)
-            bad = (z == 0) | (z == d)
-        if not self.weighted:
-            return m, None
-        logw = _log_shapley_kernel(z, d)
-        w = torch.exp(logw - logw.max(dim=1, keepdim=True).values)
-        return m, (w / w.mean(dim=1, keepdim=True)).to(x.dtype)
+        z = torch.multinomial(shapley_size_probs(d).to(x.device), n, replacement=True, generator=generator) + 1
+        ranks = torch.rand((n, d), generator=generator, device=x.device).argsort(1).argsort(1)
+        m = (ranks < z.unsqueeze(1)).to(x.dtype)
+        return m.reshape((1, n) + tuple(x.shape[1:])), None
 
 
 class Fixed(Perturbation):
-    """Replays given tensors: ``I`` (``N x n x ...``), optional ``W`` (default ``I``) and weights (``N x n``).
-
-    For cross-checks on the same perturbation tensors (e.g. against captum) and for perturbations computed elsewhere.
-    """
+    """Replays given tensors ``I`` (``N x n x ...``), optional ``W`` (default ``I``) and weights (``N x n``), in
+    order, for cross-checks on the same perturbations (e.g. against captum)."""
 
     def __init__(self, I: torch.Tensor, W: Optional[torch.Tensor] = None, weights: Optional[torch.Tensor] = None,
                  units: str = "local") -> None:
@@ -444,25 +254,70 @@ class Fixed(Perturbation):
         if W is not None and W.shape != I.shape:
             raise ValueError(f"W must have the shape of I {tuple(I.shape)}, got {tuple(W.shape)}")
         self.I, self.W, self.weights, self.units = I, (I if W is None else W), weights, units
+        self.default_samples = int(I.shape[1])
 
-    def validate(self, x):
-        if self.I.shape[0] != x.shape[0] or self.I.shape[2:] != x.shape[1:]:
+    def draw_block(self, x: torch.Tensor, rows: slice, start: int, n: int, generator=None) -> Draw:
+        """Samples ``start:start+n`` of the inputs ``rows`` (the evaluators call this)."""
+        if self.I.shape[0] != x.shape[0] or self.I.shape[2:] != x.shape[1:] or start + n > self.I.shape[1]:
             raise ValueError(f"Fixed perturbation of shape {tuple(self.I.shape)} does not fit x of shape "
-                             f"{tuple(x.shape)} (expected N x n x ...)")
-
-    def default_samples(self, x):
-        return int(self.I.shape[1])
-
-    def _draw(self, x, n, generator, start=0):
-        return self.draw_block(x, slice(0, x.shape[0]), start, n, generator)
-
-    def draw_block(self, x, rows, start, n, generator=None):
-        if start + n > self.I.shape[1]:
-            raise ValueError(f"n_samples must be <= the {self.I.shape[1]} stored samples, got {start + n}")
-        self.validate(x)
-        dev, cols = x.device, slice(start, start + n)
+                             f"{tuple(x.shape)} with {start + n} samples (expected N x n x ...)")
+        cols, dev = slice(start, start + n), x.device
         w = None if self.weights is None else self.weights[rows, cols].to(dev)
         return Draw(self.I[rows, cols].to(dev), self.W[rows, cols].to(dev), w)
 
+    def draw(self, x, n, generator=None):
+        return self.draw_block(x, slice(0, x.shape[0]), 0, n)
+
     def __repr__(self):
         return f"Fixed(I={tuple(self.I.shape)}, units={self.units!r})"
+
+
+class FromFunction(Perturbation):
+    """A captum-style ``perturb_func(x) -> (I, x - I)`` (one perturbation per row, torch's global RNG, reseeded
+    from the generator so a seed reproduces it) as a local perturbation."""
+
+    def __init__(self, perturb_func: Callable) -> None:
+        self.perturb_func = perturb_func
+
+    def draw(self, x, n, generator=None):
+        xr = x.repeat_interleave(n, dim=0)
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=x.device)))
+            out = self.perturb_func(xr)
+        i = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(i, torch.Tensor) or i.shape != xr.shape:
+            raise ValueError(f"perturb_func must return (I, x - I) with I of shape {tuple(xr.shape)}")
+        i = i.reshape((x.shape[0], n) + tuple(x.shape[1:]))
+        return Draw(i, i)
+
+
+def as_perturbation(p: object) -> object:
+    """Check a perturbation: a :class:`Perturbation`, any object with ``units`` and ``sample(x, n, generator)``,
+    or a callable ``perturb_func(x) -> (I, x - I)`` (wrapped in :class:`FromFunction`)."""
+    if callable(p) and not hasattr(p, "sample"):
+        return FromFunction(p)
+    if not hasattr(p, "sample") and not hasattr(p, "draw"):
+        raise TypeError(f"perturbation must have units and sample(x, n, generator) -> I (e.g. NoisyBaseline(0.2)) "
+                        f"or be a function perturb_func(x) -> (I, x - I), got {type(p).__name__}")
+    if getattr(p, "units", None) not in ("local", "global"):
+        raise ValueError(f"perturbation.units must be 'local' or 'global', got {getattr(p, 'units', None)!r}")
+    return p
+
+
+def draw(p: object, x: torch.Tensor, rows: slice, start: int, n: int, generator: torch.Generator) -> Draw:
+    """Samples ``start:start+n`` for the inputs ``x[rows]`` from any perturbation object (``W`` of a global one
+    that only has ``sample`` is ``I / (x - x0)``, 0 where ``x == x0``)."""
+    if hasattr(p, "draw_block"):
+        return p.draw_block(x, rows, start, n, generator)
+    if hasattr(p, "draw"):
+        return p.draw(x[rows], n, generator)
+    xr = x[rows]
+    i = p.sample(xr, n, generator)
+    if tuple(i.shape) != (xr.shape[0], n) + tuple(xr.shape[1:]):
+        raise ValueError(f"perturbation.sample must return N x n x ... = {(xr.shape[0], n) + tuple(xr.shape[1:])}, "
+                         f"got {tuple(i.shape)}")
+    if p.units == "local":
+        return Draw(i, i)
+    diff = (xr - _baseline_like(getattr(p, "baseline", 0.0), xr)).unsqueeze(1)
+    return Draw(i, torch.where(diff == 0, torch.zeros_like(i), i / torch.where(diff == 0, 1.0, diff)))

@@ -1,0 +1,173 @@
+"""Explanation infidelity (Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019).
+
+``INFD(Φ, f, x) = E_I[(IᵀΦ - (f(x) - f(x - I)))²]`` for a random perturbation ``I`` (:mod:`helpers.perturbations`,
+whose ``units`` say how ``IᵀΦ`` is formed). With ``normalize=True`` the explanation is first rescaled by the optimal
+``β = E[IᵀΦ Δf] / E[(IᵀΦ)²]`` (scale invariant, as the authors' code and captum's ``normalize=True``), so
+``INFD = E[Δf²] - E[IᵀΦ Δf]² / E[(IᵀΦ)²]``.
+
+Random numbers: the ``S`` perturbations are drawn in blocks of :data:`SAMPLE_BLOCK` from generators seeded by
+``(seed, block)`` and shared by every input (common random numbers), so each input's estimate is an average of
+``S`` independent draws, unbiased, and does not depend on the batch, the input's position in it, or the chunking.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import fastpath
+from .batching import bytes_per_image, chunk_size_for, run_chunked
+from .perturbations import Draw, as_perturbation, draw
+from .validation import check_images, check_like, check_model, check_positive_int, check_target, model_device
+
+__all__ = ["infidelity", "infidelity_from_samples", "beta_rescale", "to_units", "SAMPLE_BLOCK"]
+
+#: Perturbations per generator block: the unit of the random-number scheme (fixed, so results do not depend on
+#: the memory budget).
+SAMPLE_BLOCK = 256
+
+Attributions = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+
+
+def forward_fn(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The one fast inference-only forward of :mod:`helpers.fastpath` (traced on ``x[:8]``)."""
+    return fastpath.jit_forward(model, x[:8])
+
+
+def logits_at(fm: Callable, xs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``fm(xs)[i, target[i]]`` (``xs``: ``B x ...``) -> ``B``, in chunks sized by bytes, under inference mode."""
+    rows = chunk_size_for(bytes_per_image(xs), device=xs.device)
+    with torch.inference_mode():
+        return run_chunked(lambda a, b: fm(xs[a:b]).gather(1, target[a:b].view(-1, 1)).squeeze(1), xs.shape[0], rows)
+
+
+def resolve_target(model: nn.Module, x: torch.Tensor, target) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(target, logits)``: ``target`` checked against the model's classes (``None`` -> the predicted class),
+    both on ``x``'s device (``x``: ``N x ...`` on the model's device)."""
+    rows = chunk_size_for(bytes_per_image(x), device=x.device)
+    with torch.inference_mode():
+        out = run_chunked(lambda a, b: model(x[a:b]), x.shape[0], rows)
+    if out.dim() != 2:
+        raise ValueError(f"model must return N x C logits, got shape {tuple(out.shape)}")
+    t = check_target(target, x.shape[0], n_classes=out.shape[1])
+    return (out.argmax(1) if t is None else t.to(x.device)).clone(), out.clone()
+
+
+def generator(device: torch.device, seed: int, block: int = 0) -> torch.Generator:
+    """The generator of sample block ``block`` for ``seed`` (the one random-number scheme of these modules)."""
+    return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + block) % (2**63))
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, perturbation, target, n_samples: Optional[int], seed: int,
+             reduce: Callable[[slice, Draw, torch.Tensor], None]) -> Tuple[torch.Tensor, int]:
+    """Draw the perturbations block by block, evaluate ``Δf = f(x) - f(x - I)`` and hand each block to
+    ``reduce(rows, draw, diff)`` (``diff``: ``r x s``). Returns ``(target, n_samples)``.
+
+    ``x`` (``N x ...``) is already on the model's device; the target is checked against the model's outputs.
+    """
+    p = as_perturbation(perturbation)
+    n = int(getattr(p, "default_samples", 1000)) if n_samples is None else check_positive_int(n_samples, "n_samples")
+    t, out = resolve_target(model, x, target)
+    fx = out.gather(1, t.view(-1, 1)).squeeze(1)
+    fm = forward_fn(model, x)
+    shape = tuple(x.shape[1:])
+    for b, s0 in enumerate(range(0, n, SAMPLE_BLOCK)):
+        s = min(SAMPLE_BLOCK, n - s0)
+        rows_per = max(1, chunk_size_for(bytes_per_image(x), device=x.device) // s)
+        for a in range(0, x.shape[0], rows_per):
+            rows = slice(a, min(x.shape[0], a + rows_per))
+            d = draw(p, x, rows, s0, s, generator(x.device, seed, b))
+            r = rows.stop - rows.start
+            xp = (x[rows].unsqueeze(1) - d.I).reshape((-1,) + shape)
+            diff = fx[rows].unsqueeze(1) - logits_at(fm, xp, t[rows].repeat_interleave(s)).view(r, s)
+            reduce(rows, d, diff)
+    return t, n
+
+
+def beta_rescale(dot: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The optimal scale ``β = Σ w dot·diff / Σ w dot²`` per row (``dot``, ``diff``: ``N x S``) -> ``N``; 0 where
+    ``dot`` is all zero (captum's ``safe_div``)."""
+    w = torch.ones_like(dot) if weights is None else weights
+    num, den = (w * dot * diff).sum(-1), (w * dot * dot).sum(-1)
+    return num / torch.where(den == 0, torch.ones_like(den), den)
+
+
+def infidelity_from_samples(dot: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                            normalize: bool = False) -> torch.Tensor:
+    """Infidelity from ``dot = IᵀΦ`` and ``diff = f(x) - f(x - I)`` (``N x S``, weights ``N x S``) -> ``N``."""
+    w = torch.ones_like(dot) if weights is None else weights
+    if normalize:
+        dot = beta_rescale(dot, diff, w).unsqueeze(-1) * dot
+    return (w * (dot - diff) ** 2).sum(-1) / w.sum(-1)
+
+
+def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, perturbation, target=None,
+               n_samples: Optional[int] = None, normalize: bool = False, seed: int = 0
+               ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Infidelity ``E_I[(IᵀΦ - (f(x) - f(x - I)))²]`` per input from ``n_samples`` perturbations.
+
+    Args:
+        model: classifier in eval mode returning ``B x C`` logits.
+        x: inputs ``N x ...`` (any shape: ``N x d``, ``N x C x H x W``, ``N x C x L``).
+        attributions: ``Φ`` like ``x`` in the perturbation's units, or a dict ``name -> Φ``: every explanation is
+            then scored on the same perturbations and forward passes (paired).
+        perturbation: a :class:`helpers.perturbations.Perturbation`, any object with ``units`` and
+            ``sample(x, n, generator)``, or a captum-style ``perturb_func(x) -> (I, x - I)``.
+        target: LongTensor ``N``, an int, or ``None`` (the predicted class).
+        n_samples: perturbations per input (``None``: the perturbation's ``default_samples``, else 1,000).
+        normalize: rescale ``Φ`` by the optimal ``β`` first.
+        seed: seed of the perturbations (shared by every input, see the module docstring).
+
+    Returns:
+        ``N`` infidelities (float32, CPU), or a dict of them when ``attributions`` is a dict.
+    """
+    check_model(model)
+    check_images(x)
+    single = isinstance(attributions, torch.Tensor)
+    attrs = {"_": attributions} if single else dict(attributions) if isinstance(attributions, Mapping) else None
+    if not attrs:
+        raise TypeError(f"attributions must be a tensor like x or a non-empty dict name -> tensor, got "
+                        f"{type(attributions).__name__}")
+    dev = model_device(model)
+    xd = x.to(dev)
+    phi = torch.stack([check_like(v, x, "attributions" if single else f"attributions[{k!r}]").to(dev).flatten(1)
+                       for k, v in attrs.items()], dim=2).double()                                  # N x d x K
+    acc = torch.zeros(x.shape[0], phi.shape[2], 5, dtype=torch.float64, device=dev)
+
+    def reduce(rows: slice, d: Draw, diff: torch.Tensor) -> None:
+        r, s = diff.shape
+        dot = torch.matmul(d.W.reshape(d.W.shape[0], s, -1).double(), phi[rows])                  # r x s x K
+        df = diff.double().unsqueeze(-1)
+        w = torch.ones_like(df) if d.weights is None else d.weights.double().reshape(-1, s, 1).expand(r, s, 1)
+        acc[rows] += torch.stack([(w * (dot - df) ** 2).sum(1), (w * dot * dot).sum(1), (w * dot * df).sum(1),
+                                  (w * df * df).sum(1).expand(r, dot.shape[2]), w.sum(1).expand(r, dot.shape[2])], -1)
+
+    evaluate(model, xd, perturbation, target, n_samples, seed, reduce)
+    sq, a, b, c, sw = acc.unbind(-1)
+    if normalize:                                    # min over β of Σ w (β dot - df)² = Σ w df² - (Σ w dot df)² / Σ w dot²
+        beta = b / torch.where(a == 0, torch.ones_like(a), a)
+        sq = beta * beta * a - 2 * beta * b + c
+    val = (sq / sw).float().cpu()
+    out = {k: val[:, i].contiguous() for i, k in enumerate(attrs)}
+    return out["_"] if single else out
+
+
+def to_units(attributions: torch.Tensor, x: torch.Tensor, perturbation, to: str = "global") -> torch.Tensor:
+    """Convert an explanation between local and global units: ``Φ_global = Φ_local ⊙ (x - x0)``.
+
+    ``perturbation``: a perturbation (its ``baseline``, 0 if none) or a baseline (number or tensor);
+    ``to="local"`` divides by ``(x - x0)`` (0 where ``x == x0``).
+    """
+    from .perturbations import _baseline_like
+
+    check_images(x)
+    check_like(attributions, x, "attributions")
+    if to not in ("global", "local"):
+        raise ValueError(f"to must be 'global' or 'local', got {to!r}")
+    x0 = perturbation if isinstance(perturbation, (int, float, torch.Tensor)) else getattr(perturbation, "baseline", 0.0)
+    diff = x - _baseline_like(x0, x)
+    if to == "global":
+        return attributions * diff
+    return torch.where(diff == 0, torch.zeros_like(attributions), attributions / torch.where(diff == 0, 1.0, diff))

@@ -1,0 +1,139 @@
+"""Infidelity-optimal explanations (Yeh et al. 2019, Prop. 2.1 and Sec. 2.2):
+``Φ* = argmin_Φ E_I[(IᵀΦ - Δf)²] = E[IIᵀ]⁻¹ E[I Δf]``, ``Δf = f(x) - f(x - I)`` (in the perturbation's units:
+``W = I`` for local perturbations, ``W = M`` for global ones).
+
+* Known second moment (:class:`~helpers.perturbations.Gaussian`, :class:`~helpers.perturbations.NoisyBaseline`):
+  ``E[IIᵀ] = u uᵀ + diag(D)`` with ``u = E[I]``, so only ``E[I Δf]`` is sampled, with the control variate
+  ``E[I Δf] = E[I (Δf - c)] + c u`` (``c`` the sample mean of ``Δf``), and Sherman-Morrison solves in O(d).
+* Otherwise least squares on the sampled perturbations: one ``d x d`` Gram matrix shared by every input when the
+  draws are shared (masks, Gaussian noise), else one per input; Cholesky, or the pseudo-inverse for a singular
+  ``E[IIᵀ]`` (the rebuttal's remedy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from .infidelity import evaluate
+from .perturbations import Draw
+from .validation import check_images, check_model, model_device
+
+__all__ = ["optimal_explanation", "optimal_from_samples", "solve_psd", "sherman_morrison"]
+
+
+def solve_psd(g: torch.Tensor, r: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
+    """Solve ``(G + ridge Id) φ = r`` for symmetric PSD ``G`` (``... x d x d``; ``r``: ``... x d x k``): Cholesky when
+    well conditioned (pivot ratio > 1e-10), else the pseudo-inverse (minimum-norm least squares)."""
+    a = g + ridge * torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    chol, info = torch.linalg.cholesky_ex(a)
+    if not bool((info != 0).any()):
+        piv = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2
+        if bool((piv.min(-1).values > 1e-10 * piv.max(-1).values).all()):
+            return torch.cholesky_solve(r, chol)
+    return torch.linalg.pinv(a, hermitian=True) @ r
+
+
+def sherman_morrison(u: torch.Tensor, dg: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``(u uᵀ + diag(dg))⁻¹ r`` per row (``u``, ``dg``, ``r``: ``N x d``, float64), O(d)."""
+    coef = (u * r / dg).sum(1, keepdim=True) / (1.0 + (u * u / dg).sum(1, keepdim=True))
+    return (r - coef * u) / dg
+
+
+def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                         ridge: float = 0.0, second_moment: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                         ) -> torch.Tensor:
+    """``argmin_Φ Σ_s w_s (W_sᵀΦ - diff_s)² (+ ridge ‖Φ‖²)`` per input from given samples.
+
+    Args:
+        W: ``N x S x d`` (or ``S x d``, shared by every input); diff: ``N x S``; weights: ``N x S`` or ``S``.
+        second_moment: ``(u, D)`` (``N x d`` each) when ``E[W] = u`` and ``E[WWᵀ] = u uᵀ + diag(D)`` are known:
+            the control-variate estimate and an O(S d) Sherman-Morrison solve; else the sampled least squares.
+
+    Returns:
+        ``N x d`` explanations (float64 sums and solves, float32 result).
+    """
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    Wd = (W if W.dim() == 3 else W.unsqueeze(0)).double()
+    y = diff.double()
+    w = (torch.ones_like(y) if weights is None else weights.double()).expand(y.shape)
+    sw = w.sum(-1, keepdim=True)
+    if second_moment is not None:
+        u, dg = (t.double().flatten(1).to(y.device) for t in second_moment)
+        c = (w * y).sum(-1, keepdim=True) / sw
+        r = torch.matmul((w * (y - c)).unsqueeze(1), Wd).squeeze(1) / sw + c * u           # E[W (y - c)] + c u
+        return sherman_morrison(u, dg + ridge, r).float()
+    r = torch.matmul((w * y).unsqueeze(1), Wd).squeeze(1) / sw                              # N x d: E_w[W y]
+    if Wd.shape[0] == 1 and not bool((w == w[:1]).all()):
+        raise ValueError("a shared W needs the same weights for every input")
+    g = torch.matmul((Wd * w[: Wd.shape[0]].unsqueeze(-1)).transpose(1, 2), Wd) / sw[: Wd.shape[0]].unsqueeze(-1)
+    return solve_psd(g, r.unsqueeze(-1), ridge).squeeze(-1).float()
+
+
+def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=None, n_samples: Optional[int] = None,
+                        ridge: float = 0.0, *, method: str = "auto", seed: int = 0) -> torch.Tensor:
+    """The infidelity-optimal explanation ``Φ* = E[IIᵀ]⁻¹ E[I Δf]`` per input, in the perturbation's units.
+
+    Args:
+        model: classifier in eval mode; x: inputs ``N x ...``; target: LongTensor ``N``, int or ``None``.
+        perturbation: as for :func:`helpers.infidelity.infidelity` (any object with ``units`` and ``sample``).
+        n_samples: perturbations (``None``: the perturbation's ``default_samples``, else 1,000).
+        ridge: ``λ >= 0`` added to the diagonal of ``E[IIᵀ]`` (0: pseudo-inverse if singular).
+        method: ``"closed_form"`` (known ``E[IIᵀ]``: ``perturbation.second_moment``), ``"lstsq"``, or ``"auto"``
+            (closed form when available).
+        seed: seed of the perturbations (shared by every input).
+
+    Returns:
+        ``N x ...`` like ``x`` (float32, CPU).
+    """
+    check_model(model)
+    check_images(x)
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    if method not in ("auto", "closed_form", "lstsq"):
+        raise ValueError(f"method must be 'auto', 'closed_form' or 'lstsq', got {method!r}")
+    closed = hasattr(perturbation, "second_moment") and getattr(perturbation, "units", None) == "local"
+    if method == "closed_form" and not closed:
+        raise ValueError(f"{type(perturbation).__name__} has no known E[IIᵀ] (second_moment); use method='lstsq'")
+    closed = closed and method != "lstsq"
+    xd = x.to(model_device(model))
+    N, d = x.shape[0], math.prod(x.shape[1:])
+    acc = {"Wy": torch.zeros(N, d, dtype=torch.float64, device=xd.device), "W": torch.zeros_like(xd.flatten(1)).double(),
+           "y": torch.zeros(N, 1, dtype=torch.float64, device=xd.device), "1": torch.zeros_like(xd[:, :1].flatten(1)).double()}
+    gram = {}
+
+    def reduce(rows: slice, dr: Draw, diff: torch.Tensor) -> None:
+        r, s = diff.shape
+        W = dr.W.reshape(dr.W.shape[0], s, -1).double()
+        y = diff.double()
+        w = (torch.ones_like(y) if dr.weights is None else dr.weights.double()).expand(r, s)
+        acc["Wy"][rows] += torch.matmul((w * y).unsqueeze(1), W).squeeze(1)                    # float64 sums
+        acc["W"][rows] += torch.matmul(w.unsqueeze(1), W).squeeze(1)
+        acc["y"][rows] += (w * y).sum(1, keepdim=True)
+        acc["1"][rows] += w.sum(1, keepdim=True)
+        if not closed:
+            shared = W.shape[0] == 1 and bool((w == w[:1]).all())
+            key = "shared" if shared else "per_input"
+            if shared and rows.start > 0:
+                return                                                        # one Gram per sample block
+            g = torch.matmul((W * w[: W.shape[0]].unsqueeze(-1)).transpose(1, 2), W)
+            if key == "per_input":
+                gram.setdefault(key, torch.zeros(N, d, d, dtype=torch.float64, device=xd.device))[rows] += g
+            else:
+                gram[key] = gram.get(key, 0) + g
+
+    evaluate(model, xd, perturbation, target, n_samples, seed, reduce)
+    if len(gram) > 1:
+        raise ValueError("the perturbation's draws must be either shared by every input or per input, not both")
+    s1 = acc["1"]
+    c = acc["y"] / s1
+    if closed:
+        u, dg = (v.double().flatten(1) for v in perturbation.second_moment(xd))
+        r = (acc["Wy"] - c * acc["W"]) / s1 + c * u                                             # E[W (y - c)] + c u
+        return sherman_morrison(u, dg + ridge, r).float().reshape(x.shape).cpu()
+    g = next(iter(gram.values())) / (s1[:1].unsqueeze(-1) if "shared" in gram else s1.unsqueeze(-1))
+    return solve_psd(g, (acc["Wy"] / s1).unsqueeze(-1), ridge).squeeze(-1).float().reshape(x.shape).cpu()

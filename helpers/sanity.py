@@ -1,0 +1,103 @@
+"""The explanations of Yeh et al.'s Table 1 scored by infidelity and max-sensitivity, and the cascading parameter
+randomisation sanity check (Adebayo et al. 2018)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .infidelity import infidelity, resolve_target
+from .optimal import optimal_explanation
+from .perturbations import _baseline_like
+from .sensitivity import sensitivity_max
+from .smoothing import Explain, call_explain, explainer, smooth
+from .validation import check_model, model_device
+
+__all__ = ["explanation_suite", "score_explanations", "randomized_models", "rank_correlation", "TABLE1"]
+
+#: The explanations of Table 1, in order.
+TABLE1 = ("Grad", "Grad-SG", "IG", "IG-SG", "GBP", "GBP-SG", "SHAP", "OPT")
+
+
+def explanation_suite(model: nn.Module, perturbation, *, sg_radius: float = 0.2, sg_kernel: str = "uniform",
+                      n_sg: int = 20, ig_steps: int = 32, n_opt: int = 1000, opt_ridge: float = 1e-3,
+                      seed: int = 0) -> Dict[str, Explain]:
+    """Table 1's explanations (:data:`TABLE1`) as explain functions in ``perturbation``'s units.
+
+    Local units: the gradient-like signal of each method (Grad, GBP, IG's path-averaged gradient, DeepSHAP's
+    multipliers, all with the perturbation's baseline). Global units: that signal times ``(v - x0)`` at the input
+    ``v`` it is computed at, so a smoothed explanation averages the products over the noisy copies (as the authors'
+    ``get_explanation_pdt`` does); IG and SHAP are then their usual attributions. ``OPT`` is
+    :func:`helpers.optimal.optimal_explanation` for the perturbation.
+    """
+    x0 = getattr(perturbation, "baseline", 0.0)
+    local = perturbation.units == "local"
+
+    def method_fn(method: str, **kw) -> Explain:
+        def fn(v: torch.Tensor, t=None) -> torch.Tensor:
+            ref = _baseline_like(x0, v)[:1]
+            extra = {"baseline": ref} if method == "ig" else {"references": ref} if method == "deepshap" else {}
+            phi = explainer(model, method, units="local", **kw, **extra)(v, t)
+            return phi if local else phi * (v - _baseline_like(x0, v))
+        fn.model = model
+        return fn
+
+    def opt(v: torch.Tensor, t=None) -> torch.Tensor:
+        return optimal_explanation(model, v, perturbation, t, n_samples=n_opt, ridge=opt_ridge, seed=seed).to(v.device)
+
+    opt.model = model
+    out: Dict[str, Explain] = {}
+    for name, method, kw in (("Grad", "grad", {}), ("IG", "ig", {"n_steps": ig_steps}), ("GBP", "gbp", {})):
+        out[name] = method_fn(method, **kw)
+        out[name + "-SG"] = smooth(out[name], sg_kernel, sg_radius, n_sg, seed=seed)
+    out["SHAP"], out["OPT"] = method_fn("deepshap"), opt
+    return {k: out[k] for k in TABLE1}
+
+
+def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Explain], perturbation, *, target=None,
+                       n_samples: Optional[int] = None, normalize: bool = True, sens_radius: float = 0.1,
+                       n_sens: int = 10, n_sens_images: Optional[int] = None, seed: int = 0) -> Dict[str, dict]:
+    """Per-input infidelity (every explanation on the same perturbations), infidelity of the zero explanation
+    (``E[Δf²]``, to compare models) and relative max-sensitivity (on the first ``n_sens_images`` inputs).
+
+    Returns:
+        ``{"infidelity": {name: N}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``.
+    """
+    xd = x.to(model_device(model))
+    t = resolve_target(model, xd, target)[0]
+    phis = {k: call_explain(f, xd, t).detach() for k, f in suite.items()}
+    inf = infidelity(model, xd, {**phis, "_zero": torch.zeros_like(xd)}, perturbation, t, n_samples, normalize,
+                     seed + 1)
+    m = xd.shape[0] if n_sens_images is None else min(n_sens_images, xd.shape[0])
+    sens = {k: sensitivity_max(f, xd[:m], sens_radius, n_sens, seed=seed + 2, target=t[:m]) for k, f in suite.items()}
+    return {"infidelity": {k: inf[k] for k in phis}, "delta_f2": inf["_zero"], "sensitivity": sens,
+            "explanations": {k: v.cpu() for k, v in phis.items()}}
+
+
+def randomized_models(model: nn.Module, seed: int = 0) -> list:
+    """Cascading randomisation: ``[(layer name, model)]``, the Linear / Conv layers re-initialised cumulatively from
+    the output layer down (weights: Gaussian noise of the same std, biases: 0); copies in eval mode."""
+    check_model(model)
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    gen = torch.Generator().manual_seed(seed)
+    cur, out = copy.deepcopy(model), []
+    for name in reversed(layers):
+        cur = copy.deepcopy(cur)
+        layer = dict(cur.named_modules())[name]
+        with torch.no_grad():
+            w = layer.weight
+            w.copy_(torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device) * w.std())
+            if layer.bias is not None:
+                layer.bias.zero_()
+        out.append((name, cur.eval()))
+    return out
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per row of ``a`` and ``b`` (``N x ...``, flattened per row) -> ``N``."""
+    ra, rb = (v.flatten(1).double().argsort(1).argsort(1).double() for v in (a, b))
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return ((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)).float()
