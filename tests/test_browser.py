@@ -1,12 +1,15 @@
 """A real browser: JupyterLab on 127.0.0.1 (random free port, a token) driven by headless Debian Chromium through
-playwright. It runs every cell of notebook 01 and asserts that no cell shows an error and that a widget rendered; a
-widget gallery notebook renders all three explorers and checks that moving a control redraws the figure.
-Screenshots go to build/browser/. Run with ``pytest -m browser``; ``.ci/run`` installs Chromium (apt)."""
+playwright, with the kernel environment of ``make lab`` (no MPLBACKEND: figures inline). It runs every cell of
+notebook 01 and asserts that no cell shows an error, that figures are shown and that a widget rendered; it opens
+notebook 02 and asserts that MathJax typeset every formula without an error; a widget gallery notebook renders all
+three explorers and checks that moving a control redraws the figure. Screenshots go to build/browser/. Run with
+``pytest -m browser``; ``.ci/run`` installs Chromium (apt)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -21,6 +24,7 @@ import nbformat
 import pytest
 
 from helpers import BUILD_DIR, PROJECT_ROOT
+from helpers.runner import kernel_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -28,6 +32,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOTEBOOK_01 = PROJECT_ROOT / "notebooks" / "01_abc_confidence.ipynb"
+NOTEBOOK_02 = PROJECT_ROOT / "notebooks" / "02_theorem1_check.ipynb"
 SHOTS = BUILD_DIR / "browser"
 RUN_TIMEOUT_S = 170  # the whole notebook, in quick mode on 2 cores (CI budget: the test under 3 minutes)
 
@@ -67,8 +72,8 @@ class Lab:
     def __init__(self, root: Path, log: Path) -> None:
         self.root, self.port, self.token = root, _free_port(), secrets.token_hex(16)
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel draws inline figures
-        env.update({"SCALE": "quick", "JUPYTER_CONFIG_DIR": str(root / ".jupyter-config"),
+        env = kernel_env("quick")  # as `make lab` and `make run` give it: no MPLBACKEND, figures inline
+        env.update({"JUPYTER_CONFIG_DIR": str(root / ".jupyter-config"),
                     "JUPYTER_RUNTIME_DIR": str(root / ".jupyter-runtime"),
                     "HELPERS_BUILD_DIR": str(root / "build"), "PYTHONUNBUFFERED": "1"})
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
@@ -123,8 +128,9 @@ def lab(tmp_path_factory):
     _chromium_or_skip()
     SHOTS.mkdir(parents=True, exist_ok=True)
     root = tmp_path_factory.mktemp("lab")
-    if NOTEBOOK_01.exists():
-        shutil.copy(NOTEBOOK_01, root / NOTEBOOK_01.name)  # a copy: autosave never touches the master
+    for nb in (NOTEBOOK_01, NOTEBOOK_02):
+        if nb.exists():
+            shutil.copy(nb, root / nb.name)  # a copy: autosave never touches the master
     gallery = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                  "language": "python"}})
     gallery.cells = [nbformat.v4.new_code_cell(src, id=name) for name, src in GALLERY]
@@ -168,6 +174,7 @@ _CELL_STATE = """(name) => {
     const outs = cell.outputs.toJSON();
     const err = outs.find(o => o.output_type === 'error');
     cells.push({count: cell.executionCount, error: err ? `${err.ename}: ${err.evalue}` : null,
+                images: outs.filter(o => o.data && o.data['image/png']).length,
                 source: cell.sharedModel.getSource().slice(0, 80)});
   }
   return {kernel: w.sessionContext.session?.kernel?.status ?? null, cells};
@@ -264,9 +271,46 @@ def test_notebook_01_runs_in_jupyterlab(notebook_01_running):
     state, secs = _wait_until_run(page, NOTEBOOK_01.name, started, RUN_TIMEOUT_S)
     print(f"notebook 01 ran in {secs:.0f} s in the browser; {len(state['cells'])} code cells")
     _assert_no_errors(page, state)
+    assert sum(c["images"] for c in state["cells"]) > 0, "no figure shown (no image/png output): is MPLBACKEND forced?"
+    assert page.locator(".jp-OutputArea-output img[src^='data:image/png']").count() > 0, "no figure in the page"
     assert page.locator(".jp-OutputArea-output .jupyter-widgets").count() > 0, "no widget rendered"
     box, img = _explorer(page, 0)
     box.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "01_abc_confidence.png"))
     box.screenshot(path=str(SHOTS / "widget_abc.png"))
     _redraws_on(page, box, img, box.locator("select").first, "grad", "widget_abc_grad.png")
+
+
+_MATH = re.compile(r"\$\$.+?\$\$|(?<!\\)\$.+?(?<!\\)\$", re.S)
+
+
+@pytest.mark.skipif(not NOTEBOOK_02.exists(), reason="notebooks/02_theorem1_check.ipynb does not exist")
+def test_notebook_02_formulas_render(browser, lab):
+    """Every formula of 02's markdown is typeset by MathJax: no MathJax error, no '$' left in the rendered text."""
+    nb = nbformat.read(NOTEBOOK_02, as_version=4)
+    expected = sum(len(_MATH.findall(re.sub(r"`[^`\n]*`", "", c.source))) for c in nb.cells
+                   if c.cell_type == "markdown")
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{lab.base}/lab/workspaces/math/tree/{NOTEBOOK_02.name}?reset&token={lab.token}")
+        page.wait_for_selector(".jp-MarkdownCell .jp-RenderedMarkdown")
+        for _ in range(60):  # scroll through the notebook: cells are rendered as they come into view
+            page.mouse.wheel(0, 900)
+            page.wait_for_timeout(150)
+        page.wait_for_function("(n) => document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length >= n",
+                               arg=expected, timeout=60_000)
+        state = page.evaluate("""() => {
+            const md = [...document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown')];
+            const text = md.map(el => { const c = el.cloneNode(true);
+                c.querySelectorAll('mjx-container, code, pre').forEach(m => m.remove()); return c.textContent; });
+            return {errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
+                    errorText: [...document.querySelectorAll('mjx-merror, [data-mjx-error]')].map(
+                        e => e.getAttribute('data-mjx-error') || e.textContent).slice(0, 5),
+                    dollars: text.filter(t => t.includes('$')).map(t => t.slice(0, 120))};
+        }""")
+        page.screenshot(path=str(SHOTS / "02_theorem1_check_math.png"))
+    finally:
+        page.close()
+    assert state["errors"] == 0, f"MathJax errors in notebook 02: {state['errorText']}"
+    assert not state["dollars"], f"formulas left as raw text ('$' in the rendered markdown): {state['dollars']}"
