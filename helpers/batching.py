@@ -1,14 +1,16 @@
-"""Chunked evaluation over inputs x samples on the model's device, under a memory budget, with OOM back-off.
+"""Chunked evaluation over inputs x samples under a memory budget, counter-based randomness, and the one predict.
 
-Every perturbation method in this package (ABC, infidelity, sensitivity, smoothing) evaluates the model on
-``N`` inputs x ``S`` perturbed copies. Building all ``N*S`` images at once does not fit in memory at paper scale,
-and a Python loop over single images is 100x slower than a batched forward pass. The routines here cut the flat
-``N*S`` index range into chunks sized to a byte budget and run each chunk as one batched call; on a CUDA
-out-of-memory error the chunk is halved and retried, so a run that fits nowhere else still finishes.
+Every perturbation method (ABC, infidelity, sensitivity, smoothing) evaluates the model on ``N`` inputs x ``S``
+copies. :func:`run_chunked` cuts the flat row range into chunks sized by *bytes* (not rows: a tabular row is
+thousands of times smaller than an image) and runs each as one batched call; on an out-of-memory error the chunk is
+halved and retried. Random numbers are a pure function of ``(seed, stream, counter)`` (:func:`hash_uniform`), with the
+counter built from (input index, sample index, feature), so results do not depend on the chunk size, the batch
+position of an input, or the device: this is the one random-number scheme of the package.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, List, Optional
 
@@ -17,19 +19,12 @@ from torch import nn
 
 from .validation import check_images, check_model, model_device
 
-__all__ = [
-    "DEFAULT_CPU_BUDGET",
-    "memory_budget",
-    "chunk_size_for",
-    "bytes_per_image",
-    "is_oom_error",
-    "run_chunked",
-    "forward",
-    "predict",
-]
+__all__ = ["DEFAULT_CPU_BUDGET", "memory_budget", "chunk_size_for", "bytes_per_image", "is_oom_error", "run_chunked",
+           "forward", "predict", "hash_uniform", "hash_normal", "keys", "mix_int"]
 
 #: Bytes of activations one chunk may use on the CPU (override with ``HELPERS_MEMORY_BUDGET_MB``).
 DEFAULT_CPU_BUDGET = 256 * 2**20
+_MASK64 = (1 << 64) - 1
 
 
 def memory_budget(device: Optional[torch.device] = None) -> int:
@@ -44,12 +39,18 @@ def memory_budget(device: Optional[torch.device] = None) -> int:
 
 
 def chunk_size_for(bytes_per_item: int, budget: Optional[int] = None, *, device: Optional[torch.device] = None,
-                   minimum: int = 1, maximum: int = 1 << 16) -> int:
+                   minimum: int = 1, maximum: int = 1 << 20) -> int:
     """Number of items of ``bytes_per_item`` bytes that fit in ``budget`` bytes (clamped to ``[minimum, maximum]``)."""
     if bytes_per_item <= 0:
         raise ValueError(f"bytes_per_item must be > 0, got {bytes_per_item}")
     budget = memory_budget(device) if budget is None else budget
     return int(min(maximum, max(minimum, budget // bytes_per_item)))
+
+
+def bytes_per_image(x: torch.Tensor, activation_factor: int = 64) -> int:
+    """Rough bytes of activations one row of ``x`` (``N x ...``) costs in a pass of a small network: the row's bytes
+    times ``activation_factor`` (64 covers a forward pass; about 160 a forward + backward)."""
+    return max(1, x[0].numel() * x.element_size() * activation_factor)
 
 
 def is_oom_error(err: BaseException) -> bool:
@@ -64,19 +65,12 @@ def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: 
                 min_chunk: int = 1, on_oom: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """Evaluate ``fn(start, stop)`` over ``[0, total)`` in chunks and concatenate the results along dim 0.
 
-    Args:
-        fn: computes the rows ``start:stop`` of the result; must be deterministic in ``(start, stop)`` so a retried
-            chunk gives the same rows (seed per-row randomness by row index, not by call order).
-        total: number of rows.
-        chunk_size: rows per call at first.
-        min_chunk: the smallest chunk to try before giving up and re-raising the out-of-memory error.
-        on_oom: called with the new chunk size after each halving (for logging and for tests).
-
-    Returns:
-        The concatenation of every chunk's tensor (``total x ...``).
+    ``fn`` must be deterministic in ``(start, stop)`` (seed per-row randomness by row index, not by call order) so a
+    retried chunk gives the same rows. On an out-of-memory error the chunk is halved down to ``min_chunk``;
+    ``on_oom(new_size)`` is called after each halving.
     """
-    if total < 0:
-        raise ValueError(f"total must be >= 0, got {total}")
+    if total < 1:
+        raise ValueError(f"total must be >= 1, got {total}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     parts: List[torch.Tensor] = []
@@ -95,30 +89,23 @@ def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: 
                 on_oom(chunk_size)
             continue
         start = stop
-    if not parts:
-        raise ValueError("run_chunked: nothing to evaluate (total == 0)")
     return torch.cat(parts, dim=0)
 
 
-def bytes_per_image(x: torch.Tensor, activation_factor: int = 64) -> int:
-    """Rough bytes of activations one image of ``x`` (``N x ...``) costs in a pass of a small CNN: the input's bytes
-    times ``activation_factor`` (64 covers a forward pass; about 160-200 a forward + backward)."""
-    return max(1, x[0].numel() * x.element_size() * activation_factor)
-
-
 def forward(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = None) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (``N x ...`` -> ``N x C``), chunked, on the model's device, under inference_mode.
+    """Logits of ``model`` on ``x`` (``N x ...`` -> ``N x C``), chunked, on the model's device, under inference mode,
+    through the cached fast forward (:func:`helpers.fastpath.fast_forward`). The result stays on the model's device."""
+    from .fastpath import fast_forward
 
-    The result stays on the model's device.
-    """
     check_model(model)
     check_images(x)
     dev = model_device(model)
     bs = batch_size or chunk_size_for(bytes_per_image(x), device=dev)
+    fwd = fast_forward(model, x[:bs].to(dev))
 
     def run(a: int, b: int) -> torch.Tensor:
         with torch.inference_mode():
-            return model(x[a:b].to(dev, non_blocking=True))
+            return fwd(x[a:b].to(dev, non_blocking=True))
 
     return run_chunked(run, x.shape[0], bs)
 
@@ -126,3 +113,45 @@ def forward(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = No
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = None) -> torch.Tensor:
     """Predicted labels (LongTensor ``N``) of ``model`` on ``x``; see :func:`forward`."""
     return forward(model, x, batch_size=batch_size).argmax(dim=1)
+
+
+# ------------------------------------------------------------------ counter-based randomness (splitmix64 hash)
+
+_GOLDEN, _M1, _M2 = 0x9E3779B97F4A7C15 - (1 << 64), 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64)
+
+
+def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch's ``>>`` is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix_int(v: int) -> int:
+    """splitmix64 finaliser of a Python int (a signed 64-bit int): seeds derived from (seed, stream, item)."""
+    v &= _MASK64
+    v = ((v ^ (v >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    v = ((v ^ (v >> 27)) * 0x94D049BB133111EB) & _MASK64
+    v ^= v >> 31
+    return v - (1 << 64) if v >= (1 << 63) else v
+
+
+def hash_uniform(seed: int, key: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Uniform float32 numbers in ``[0, 1)`` (24 random bits), a pure function of ``(seed, stream, key)``.
+
+    ``key``: int64 counters of any shape, e.g. ``(input * S + sample) * d + feature``; the result has its shape and
+    device. The same key gives the same number on any device and in any chunk.
+    """
+    z = key.to(torch.int64) * _GOLDEN + mix_int(int(seed) * 1000003 + int(stream) * 7919 + 12345)
+    z = (z ^ _srl(z, 30)) * _M1
+    z = (z ^ _srl(z, 27)) * _M2
+    return _srl(z ^ _srl(z, 31), 40).to(torch.float32) * (2.0 ** -24)
+
+
+def hash_normal(seed: int, key: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Standard normal float32 numbers from :func:`hash_uniform` by Box-Muller (two derived streams)."""
+    u1, u2 = hash_uniform(seed, key, 2 * stream + 101), hash_uniform(seed, key, 2 * stream + 102)
+    return torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
+
+
+def keys(n: int, per: int, device: torch.device, start: int = 0) -> torch.Tensor:
+    """int64 counters ``start .. start + n * per`` shaped ``n x per``."""
+    return torch.arange(start, start + n * per, device=device, dtype=torch.int64).view(n, per)

@@ -1,56 +1,33 @@
-"""The fastest way to run a model's forward pass on this machine: eager, channels-last or ``torch.compile``.
+"""One cached fast forward of a model, probed once, with a safe fallback to the model as written.
 
-Every perturbation method (ABC, infidelity, sensitivity, smoothing) is a long run of forward passes over batches of
-perturbed images, so its speed is bounded by the model's raw forward rate. :func:`fast_forward_fn` returns a callable
-``f(x) -> logits`` in one of three forms:
+Perturbation methods run long series of forward passes, so their speed is the model's forward rate.
+:func:`fast_forward` returns ``f(x) -> logits``:
 
-* ``"eager"``         -- the model itself.
-* ``"channels_last"`` -- a copy of the model in channels-last memory format; 4-D inputs are converted on the way in
-  (oneDNN / cuDNN convolutions are often faster in NHWC).
-* ``"jit"``           -- ``torch.jit.trace`` + ``torch.jit.optimize_for_inference`` (frozen weights, oneDNN conv + ReLU
-  fusion): builds in a second or two; **inference only** (no gradients). torch marks it deprecated in favour of
-  ``torch.compile``, but on a small CPU it was the fastest form we measured (see ``benchmarks/``).
-* ``"compile"``       -- ``torch.compile(model)`` (Inductor: fused conv + ReLU + pool); compiling costs tens of seconds
-  once per process and input shape, so it only pays off for long runs.
-* ``"auto"``          -- time the candidates on an example batch and keep the fastest (cached per model, device and
-  input shape). ``jit`` is a candidate unless ``need_grad=True``; ``compile`` only when ``allow_compile=True``.
+* for inference (``need_grad=False``): ``torch.jit.trace`` + ``optimize_for_inference`` of a copy (frozen weights,
+  fused conv + ReLU); no gradients flow through it;
+* for input gradients (``need_grad=True``): a copy in channels-last memory format (faster convolutions on CPU and GPU).
 
-The returned callable does not switch on ``inference_mode`` or ``no_grad``: the caller decides (gradients flow
-through every form except ``"jit"``). The original model is never modified.
+Only models with 2-D convolutions on 4-D inputs get a fast form; others run as written. The form is built once per
+(model, weights, input shape, device) and *probed*: if it cannot run the model (a CNN that flattens with ``.view``
+fails on channels-last strides, an untraceable control flow) or its logits differ from the model's, the model as
+written is used and the answer is remembered. A run-time failure of the fast form also falls back, once and for good.
+The original model is never modified; the caller chooses ``inference_mode`` / ``enable_grad``.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 import weakref
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .validation import check_model, model_device
-
-__all__ = ["MODES", "fast_forward_fn", "time_forward", "measure_forward_modes", "clear_cache", "channels_last_copy",
-           "channels_last_forward", "jit_forward"]
-
-#: The forward forms :func:`fast_forward_fn` can build.
-MODES: Tuple[str, ...] = ("eager", "channels_last", "jit", "compile")
+__all__ = ["fast_forward", "jit_forward", "channels_last_copy", "fast_forward_fn"]
 
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
-_AUTO_CACHE: Dict[Tuple[int, str, Tuple[int, ...], bool, bool], str] = {}
-
-
-_CHANNELS_LAST: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
-_JIT: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, ForwardFn]]" = weakref.WeakKeyDictionary()
-
-
-def clear_cache() -> None:
-    """Forget every choice made by ``mode="auto"`` and every cached channels-last copy."""
-    _AUTO_CACHE.clear()
-    _CHANNELS_LAST.clear()
-    _JIT.clear()
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, Tuple[tuple, ForwardFn]]]" = weakref.WeakKeyDictionary()
 
 
 def _fingerprint(model: nn.Module) -> tuple:
@@ -58,156 +35,87 @@ def _fingerprint(model: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
 
 
-def channels_last_copy(model: nn.Module) -> nn.Module:
-    """A forward-only copy of ``model`` in channels-last memory format when it has 2-D convolutions, else ``model``.
-
-    On the 2-core CPU this alone made the MNIST CNN's forward ~1.3-2x faster than eager (fp32, the same labels up to
-    float round-off), and its input-gradient backward faster too. The copy is cached per model (weakly) and rebuilt
-    when a weight changes; its parameters do not require grad (gradients w.r.t. the input still flow).
-    """
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return model
-    key = _fingerprint(model)
-    hit = _CHANNELS_LAST.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    fast = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+def _build(model: nn.Module, example: torch.Tensor, need_grad: bool) -> nn.Module:
+    fast = copy.deepcopy(model).eval()
     for p in fast.parameters():
         p.requires_grad_(False)
-    _CHANNELS_LAST[model] = (key, fast)
-    return fast
+    if need_grad:
+        return fast.to(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks torch.jit deprecated; it still works
+        return torch.jit.optimize_for_inference(torch.jit.trace(fast, example))
 
 
-def jit_forward(model: nn.Module, example: torch.Tensor) -> ForwardFn:
-    """A cached inference-only ``"jit"`` form of ``model`` (trace + ``optimize_for_inference``: frozen weights, fused
-    conv + ReLU), traced on ``example[:8]``; the fastest forward measured on the 2-core CPU (``benchmarks/``).
+class _Guarded:
+    """Calls the fast form; on any error other than out-of-memory, switches to the model as written for good."""
 
-    Rebuilt when a weight changes (like :func:`channels_last_copy`). If tracing fails, warns and falls back to
-    :func:`channels_last_forward`. No gradients flow through the result.
+    def __init__(self, fast: nn.Module, model: nn.Module, channels_last: bool) -> None:
+        self.fast, self.model, self.channels_last = fast, model, channels_last
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None:
+            try:
+                out = self.fast(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
+                if out.shape[0] == x.shape[0]:
+                    return out
+                self.fast = None
+            except Exception as err:  # noqa: BLE001 - any failure of the fast form means: use the model
+                from .batching import is_oom_error
+
+                if is_oom_error(err):
+                    raise
+                self.fast = None
+        return self.model(x)
+
+
+def fast_forward(model: nn.Module, example: torch.Tensor, *, need_grad: bool = False) -> ForwardFn:
+    """The cached fast forward of ``model`` for inputs shaped like ``example`` (``N x ...``, on the model's device).
+
+    Returns ``model`` itself when no fast form applies or the probe on ``example[:2]`` fails or disagrees
+    (``|fast - model| > 1e-3 (1 + |model|)``).
     """
-    key = (_fingerprint(model), tuple(example.shape[1:]), str(example.device))
-    hit = _JIT.get(model)
-    if hit is not None and hit[0] == key:
+    if example.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model
+    key = (tuple(example.shape[1:]), str(example.device), example.dtype, need_grad)
+    fp = _fingerprint(model)
+    per = _CACHE.setdefault(model, {})
+    hit = per.get(key)
+    if hit is not None and hit[0] == fp:
         return hit[1]
+    fn: ForwardFn = model
+    probe = example[:2].detach()
     try:
-        fn: ForwardFn = _build(model, "jit", example)
-    except Exception as err:  # noqa: BLE001 - an untraceable model still gets a fast path
-        warnings.warn(f"torch.jit could not trace the model ({type(err).__name__}: {err}); using channels_last",
-                      stacklevel=2)
-        fn = channels_last_forward(model)
-    _JIT[model] = (key, fn)
+        fast = _build(model, probe.contiguous(), need_grad)
+        cand = _Guarded(fast, model, need_grad)
+        with torch.no_grad():
+            got, want = cand.fast(probe.contiguous(memory_format=torch.channels_last) if need_grad else probe), model(probe)
+        if got.shape == want.shape and bool(((got - want).abs() <= 1e-3 * (1 + want.abs())).all()):
+            fn = cand
+    except Exception:  # noqa: BLE001 - the model as written always works
+        fn = model
+    per[key] = (fp, fn)
     return fn
 
 
-def channels_last_forward(model: nn.Module) -> ForwardFn:
-    """``f(x) -> logits`` through :func:`channels_last_copy`, converting 4-D inputs to channels-last on the way in."""
-    fast = channels_last_copy(model)
-    if fast is model:
-        return model
+# ------------------------------------------------------------------ old names, kept until callers move to fast_forward
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return fast(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
-
-    run.mode = "channels_last"  # type: ignore[attr-defined]
-    return run
+def jit_forward(model: nn.Module, example: torch.Tensor) -> ForwardFn:
+    """Deprecated alias: :func:`fast_forward` for inference."""
+    return fast_forward(model, example)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
+def channels_last_copy(model: nn.Module, example: Optional[torch.Tensor] = None) -> ForwardFn:
+    """Deprecated alias: :func:`fast_forward` with gradients (MNIST-shaped example by default)."""
+    from .validation import model_device
+
+    ex = example if example is not None else torch.zeros(2, 1, 28, 28, device=model_device(model))
+    return fast_forward(model, ex, need_grad=True)
 
 
-def _build(model: nn.Module, mode: str, example: Optional[torch.Tensor] = None) -> ForwardFn:
+def fast_forward_fn(model: nn.Module, mode: str = "fast", *, example: Optional[torch.Tensor] = None,
+                    need_grad: bool = False, **_: object) -> ForwardFn:
+    """Deprecated alias: ``mode="eager"`` gives ``model``, anything else :func:`fast_forward`."""
     if mode == "eager":
         return model
-    if mode == "channels_last":
-        return channels_last_forward(model)
-    if mode == "jit":
-        if example is None:
-            example = torch.zeros(8, 1, 28, 28, device=model_device(model))
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch >= 2.6 marks torch.jit deprecated; it still works
-            return torch.jit.optimize_for_inference(torch.jit.trace(copy.deepcopy(model).eval(), example[:8]))
-    if mode == "compile":
-        return torch.compile(model)
-    raise ValueError(f"mode must be one of {MODES + ('auto',)}, got {mode!r}")
+    return channels_last_copy(model, example) if need_grad or example is None else fast_forward(model, example)
 
-
-def time_forward(fn: ForwardFn, x: torch.Tensor, *, repeats: int = 5, warmup: int = 1) -> float:
-    """Median seconds of ``fn(x)`` under ``inference_mode`` over ``repeats`` runs after ``warmup`` runs."""
-    dev = x.device
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            _sync(dev)
-            t0 = time.perf_counter()
-            fn(x)
-            _sync(dev)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def measure_forward_modes(model: nn.Module, x: torch.Tensor, *, modes: Sequence[str] = MODES, repeats: int = 5,
-                          warmup: int = 1) -> Dict[str, float]:
-    """Median seconds of one forward pass of ``model`` on ``x`` (``N x ...``) in each of ``modes``.
-
-    A form that fails to build or run (e.g. ``compile`` without a C++ compiler) is reported as ``inf`` with a warning.
-    """
-    check_model(model)
-    x = x.to(model_device(model))
-    out: Dict[str, float] = {}
-    for mode in modes:
-        try:
-            out[mode] = time_forward(_build(model, mode, x), x, repeats=repeats, warmup=warmup)
-        except Exception as err:  # noqa: BLE001 - a missing compiler must not stop the other forms
-            warnings.warn(f"forward mode {mode!r} failed: {type(err).__name__}: {err}", stacklevel=2)
-            out[mode] = float("inf")
-    return out
-
-
-def fast_forward_fn(model: nn.Module, mode: str = "auto", *, example: Optional[torch.Tensor] = None,
-                    allow_compile: bool = False, need_grad: bool = False, repeats: int = 3) -> ForwardFn:
-    """A callable ``f(x) -> logits`` computing ``model(x)`` in the given form (see the module docstring).
-
-    Args:
-        model: an ``nn.Module`` in eval mode; it is not modified.
-        mode: ``"eager"``, ``"channels_last"``, ``"jit"``, ``"compile"`` or ``"auto"`` (measured choice).
-        example: an input batch (``N x ...``) to time the candidates on when ``mode="auto"`` and to trace ``"jit"``
-            with; default a batch of 256 MNIST-shaped zeros.
-        allow_compile: let ``"auto"`` consider ``torch.compile`` (slow to build: worth it for runs of minutes).
-        need_grad: the caller will differentiate through the forward (``"auto"`` then never picks ``"jit"``).
-        repeats: timed runs per candidate for ``"auto"``.
-
-    Returns:
-        The forward callable; :func:`chosen_mode` tells which form it is.
-    """
-    check_model(model)
-    if mode != "auto":
-        return _build(model, mode, example)
-    dev = model_device(model)
-    if example is None:
-        example = torch.zeros(256, 1, 28, 28, device=dev)
-    key = (id(model), str(dev), tuple(example.shape), allow_compile, need_grad)
-    if key not in _AUTO_CACHE:
-        modes = [m for m in MODES if (m != "compile" or allow_compile) and (m != "jit" or not need_grad)]
-        times = measure_forward_modes(model, example, modes=modes, repeats=repeats)
-        _AUTO_CACHE[key] = min(times, key=times.get)
-    return _build(model, _AUTO_CACHE[key], example)
-
-
-def chosen_mode(fn: ForwardFn) -> str:
-    """Which form a callable returned by :func:`fast_forward_fn` is: one of :data:`MODES`."""
-    if isinstance(fn, torch.jit.ScriptModule):
-        return "jit"
-    if hasattr(fn, "_orig_mod"):  # torch.compile's OptimizedModule
-        return "compile"
-    if getattr(fn, "mode", None) == "channels_last":
-        return "channels_last"
-    return "eager"
-
-
-__all__.append("chosen_mode")

@@ -1,11 +1,15 @@
 """Input checks shared by every module: each raises an exception whose message names the bad argument.
 
-Kept in one place so that every public routine fails the same way on the same bad input.
+Kept in one place so that every public routine fails the same way on the same bad input. :func:`as_classifier`
+turns what a user brings (one tensor or a tuple of inputs, extra forward arguments, a single-logit binary model)
+into the one form every routine works on: a module mapping one tensor ``N x ...`` to logits ``N x C``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -16,6 +20,9 @@ __all__ = [
     "check_target",
     "check_like",
     "check_positive_int",
+    "check_n_samples",
+    "as_classifier",
+    "Classifier",
     "check_finite",
     "model_device",
 ]
@@ -110,3 +117,110 @@ def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_n_samples(value: object, name: str = "n_samples") -> int:
+    """The one check of a sample count (``n_samples``, ``n_steps``, ``n_references``...): an int >= 1."""
+    if hasattr(value, "__index__") and not isinstance(value, (bool, torch.Tensor)):
+        value = int(value.__index__())  # numpy integers
+    return check_positive_int(value, name)
+
+
+class _Adapter(nn.Module):
+    """``model`` seen as a classifier of one tensor: unpacks ``N x D`` rows into its arguments (``slots``: a
+    ``(shape, dtype)`` per packed argument, or ``("const", value)``) and turns a single logit ``z`` into ``[-z, z]``."""
+
+    def __init__(self, model: nn.Module, slots: Optional[List[Tuple[Any, Any]]], binary: bool) -> None:
+        super().__init__()
+        self.model, self.slots, self.binary = model, slots, binary
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        args: Sequence[Any] = (z,)
+        if self.slots is not None:
+            args, a = [], 0
+            for shape, kind in self.slots:
+                if shape == "const":
+                    args.append(kind)
+                    continue
+                d = math.prod(shape)
+                part = z[:, a:a + d].reshape(-1, *shape)
+                args.append(part if kind.is_floating_point else part.round().to(kind))
+                a += d
+        out = self.model(*args)
+        if self.binary:
+            out = out.reshape(-1, 1)
+            out = torch.cat([-out, out], dim=1)
+        return out
+
+
+@dataclass
+class Classifier:
+    """What :func:`as_classifier` returns: ``model(x) -> N x C`` logits on one tensor ``x`` (on the model's device);
+    ``n_features`` leading columns of a packed ``x`` are attributed (the rest carry per-row forward arguments), and
+    ``unpack(A)`` turns an attribution of ``x`` back into the shape(s) of the user's inputs."""
+
+    model: nn.Module
+    x: torch.Tensor
+    n_classes: int
+    packed: bool
+    n_features: int
+    unpack: Callable[[torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, ...]]]
+
+
+def as_classifier(model: nn.Module, inputs: Union[torch.Tensor, Tuple[torch.Tensor, ...]],
+                  additional_forward_args: Any = None) -> Classifier:
+    """Check ``model`` and its inputs and return the one-tensor classifier view (see :class:`Classifier`).
+
+    ``inputs``: a tensor ``N x ...`` or a tuple of them (``model(x1, x2, ...)``); ``additional_forward_args``: one
+    value or a tuple appended to the call, as in captum; tensors with ``N`` rows travel with their row, other
+    values are passed as they are. A model returning ``N`` or ``N x 1`` (one binary logit ``z``) is seen as
+    returning ``[-z, z]``: the score of class 1 is the logit, that of class 0 its negative.
+    """
+    check_model(model)
+    dev = model_device(model)
+    extra = () if additional_forward_args is None else additional_forward_args
+    extra = extra if isinstance(extra, tuple) else (extra,)
+    packed = isinstance(inputs, (tuple, list)) or len(extra) > 0
+    xs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    if not xs:
+        raise ValueError("inputs is an empty tuple; pass a tensor N x ... or a tuple of them")
+    for i, t in enumerate(xs):
+        check_images(t, "x" if len(xs) == 1 else f"inputs[{i}]")
+    n = xs[0].shape[0]
+    if any(t.shape[0] != n for t in xs):
+        raise ValueError(f"every input must have the same number of rows N, got {[t.shape[0] for t in xs]}")
+    p = next(iter(model.parameters()), None)
+    if p is not None and p.is_floating_point() and xs[0].dtype != p.dtype:
+        raise TypeError(f"x has dtype {xs[0].dtype} but the model's parameters are {p.dtype}; convert x "
+                        f"(x.to({p.dtype}))")
+    x, slots = xs[0].to(dev), None
+    if packed:
+        rows = [isinstance(e, torch.Tensor) and e.dim() >= 1 and e.shape[0] == n for e in extra]
+        cols = list(xs) + [e for e, r in zip(extra, rows) if r]
+        x = torch.cat([t.to(dev, xs[0].dtype).reshape(n, -1) for t in cols], dim=1)
+        slots = [(tuple(t.shape[1:]), t.dtype) for t in xs]
+        slots += [(tuple(e.shape[1:]), e.dtype) if r else ("const", e) for e, r in zip(extra, rows)]
+    f = _Adapter(model, slots, False) if packed else model
+    try:
+        with torch.inference_mode():
+            out = f(x[:1])
+    except Exception as err:  # noqa: BLE001 - re-raised with a message that names the inputs
+        raise ValueError(f"the model does not accept inputs of shape {[tuple(t.shape) for t in xs]}: {err}") from err
+    binary = out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1)
+    if not binary and out.dim() != 2:
+        raise ValueError(f"the model must return logits N x C (or one binary logit N / N x 1), got output shape "
+                         f"{tuple(out.shape)}")
+    if binary:
+        f = _Adapter(model, slots, True)
+    d_in = sum(t[0].numel() for t in xs)
+
+    def unpack(a: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        if not packed:
+            return a
+        parts, start = [], 0
+        for t in xs:
+            parts.append(a[:, start:start + t[0].numel()].reshape(-1, *t.shape[1:]).to(t.device))
+            start += t[0].numel()
+        return tuple(parts) if isinstance(inputs, (tuple, list)) else parts[0]
+
+    return Classifier(f, x, 2 if binary else int(out.shape[1]), packed, d_in, unpack)

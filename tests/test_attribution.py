@@ -67,7 +67,7 @@ def test_expected_gradients_linear_model_is_mean_over_references(linear_model):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), n_steps=st.integers(1, 20))
 def test_ig_linear_property(seed, n_steps):
-    from tests.conftest import LinearModel
+    from conftest import LinearModel
 
     g = torch.Generator().manual_seed(seed)
     model = LinearModel(seed=seed).eval()
@@ -226,7 +226,7 @@ def test_bad_input(cnn, mnist_small, linear_model):
         attribute(cnn, x.double())
     with pytest.raises(ValueError, match="shape"):
         attribute(cnn, x.view(2, 28, 28))
-    with pytest.raises(ValueError, match="baseline must have the shape"):
+    with pytest.raises(ValueError, match="baseline must be one value per input"):
         attribute(cnn, x, baseline=torch.zeros(2, 1, 14, 14))
     with pytest.raises(ValueError, match="unknown method"):
         attribute(cnn, x, method="lime")

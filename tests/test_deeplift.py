@@ -1,4 +1,4 @@
-"""DeepLift / DeepSHAP: the fast pair path (helpers.deeplift.deepshap_multipliers) against the general hook version,
+"""DeepLift / DeepSHAP: the fast pair path (helpers.deepshap.deepshap_multipliers) against the general hook version,
 with and without the fused numba kernels, on the cached models and on small chains that exercise every branch."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import deeplift_kernels
+from helpers import deepshap_kernels as deeplift_kernels
 from helpers.attribution import attribute
-from helpers.deeplift import deeplift_multipliers, deepshap_chain, deepshap_multipliers
+from helpers.deepshap import deeplift_multipliers, deepshap_chain, deepshap_multipliers
 
 
 def reference_deepshap(model, x, refs, target):
@@ -68,7 +68,7 @@ class Residual(nn.Module):
         return self.out(z + self.f2(self.act(self.f1(z))))
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp_softplus"])
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
 def test_fast_path_equals_hook_version_on_models(name, fused, mnist_small):
     from helpers.data import load_mnist
     from helpers.models import get_model
@@ -113,7 +113,7 @@ def test_non_chain_model_falls_back_to_hooks():
 
 
 def test_attribute_deepshap_uses_the_fast_path_and_matches(cnn, mnist_small, monkeypatch):
-    from helpers import deeplift
+    from helpers import deepshap as deeplift
     from helpers.data import load_mnist
 
     x = mnist_small[0][:2]

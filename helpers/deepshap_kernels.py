@@ -1,12 +1,12 @@
-"""Fused CPU kernels (numba) for the two DeepLift rules of :mod:`helpers.deeplift`'s pair backward pass.
+"""Fused CPU kernels (numba) for the two DeepLift rules of :mod:`helpers.deepshap`'s pair backward pass.
 
 Why: on the CPU the rules written as torch ops take 7-10 passes over every ``(input, reference)`` pair's activations
 (differences, a mask, a division, a select, a product; the pooling rule also upsamples), and broadcasting an ``N``-row
 tensor against a ``K``-row one runs far below memory speed. These kernels do each rule in **one** pass per pair,
 reading the ``N`` input and ``K`` reference activations in place, with float32 arithmetic in the same order as shap, so
-the numbers equal the torch-op version's. On the 2-core CPU they made ``attribute(method="deepshap")`` several times
-faster (``benchmarks/``, row ``shap``). numba is already a dependency of shap; the kernels compile on first use
-(a second or two, cached on disk when the package folder is writable). On other devices the torch ops are used.
+the numbers equal the torch-op version's; they are kept because they beat that version by well over 1.5x
+(``benchmarks/``, row ``deepshap``). numba comes with shap; the kernels compile on first use (cached on disk when
+the package folder is writable). On other devices, or without numba, the torch ops are used.
 
 The pairs are split among ``torch.get_num_threads()`` Python threads (the kernels release the GIL) instead of
 numba's ``parallel=True``: numba's OpenMP backend is a second OpenMP runtime that fought torch's for the two cores
@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-try:  # numba ships with shap; without it helpers.deeplift falls back to torch ops
+try:  # numba ships with shap; without it helpers.deepshap falls back to torch ops
     from numba import njit
 
     AVAILABLE = True
