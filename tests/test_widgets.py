@@ -177,15 +177,6 @@ def test_risk_coverage_explorer_controls(confidences):
     assert [row["method"] for row in e.result["rows"]] == ["random"]
 
 
-def test_risk_coverage_fallback_agrees_without_ties(confidences):
-    from helpers.metrics import risk_coverage
-
-    conf, correct = confidences
-    c = np.asarray(conf["random"])
-    for a, b in zip(W._risk_coverage_fallback(c, correct), risk_coverage(c, correct), strict=True):
-        np.testing.assert_allclose(a, b)
-
-
 def test_risk_coverage_explorer_bad_input(confidences):
     conf, correct = confidences
     with pytest.raises(ValueError, match=r"confidences\['short'\]"):
