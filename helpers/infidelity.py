@@ -19,13 +19,12 @@ from torch import nn
 
 from . import fastpath
 from .batching import bytes_per_image, chunk_size_for, run_chunked
-from .perturbations import Draw, as_perturbation, draw
+from .perturbations import Draw, _baseline_like, as_perturbation, draw
 from .validation import check_images, check_like, check_model, check_positive_int, check_target, model_device
 
 __all__ = ["infidelity", "infidelity_from_samples", "beta_rescale", "to_units", "SAMPLE_BLOCK"]
 
-#: Perturbations per generator block: the unit of the random-number scheme (fixed, so results do not depend on
-#: the memory budget).
+#: Perturbations per generator block (fixed: results must not depend on the memory budget).
 SAMPLE_BLOCK = 256
 
 Attributions = Union[torch.Tensor, Mapping[str, torch.Tensor]]
@@ -119,9 +118,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, pe
         n_samples: perturbations per input (``None``: the perturbation's ``default_samples``, else 1,000).
         normalize: rescale ``Φ`` by the optimal ``β`` first.
         seed: seed of the perturbations (shared by every input, see the module docstring).
-
-    Returns:
-        ``N`` infidelities (float32, CPU), or a dict of them when ``attributions`` is a dict.
+    Returns: ``N`` infidelities (float32, CPU), or a dict of them when ``attributions`` is a dict.
     """
     check_model(model)
     check_images(x)
@@ -160,8 +157,6 @@ def to_units(attributions: torch.Tensor, x: torch.Tensor, perturbation, to: str 
     ``perturbation``: a perturbation (its ``baseline``, 0 if none) or a baseline (number or tensor);
     ``to="local"`` divides by ``(x - x0)`` (0 where ``x == x0``).
     """
-    from .perturbations import _baseline_like
-
     check_images(x)
     check_like(attributions, x, "attributions")
     if to not in ("global", "local"):

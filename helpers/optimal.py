@@ -2,12 +2,10 @@
 ``Φ* = argmin_Φ E_I[(IᵀΦ - Δf)²] = E[IIᵀ]⁻¹ E[I Δf]``, ``Δf = f(x) - f(x - I)`` (in the perturbation's units:
 ``W = I`` for local perturbations, ``W = M`` for global ones).
 
-* Known second moment (:class:`~helpers.perturbations.Gaussian`, :class:`~helpers.perturbations.NoisyBaseline`):
-  ``E[IIᵀ] = u uᵀ + diag(D)`` with ``u = E[I]``, so only ``E[I Δf]`` is sampled, with the control variate
-  ``E[I Δf] = E[I (Δf - c)] + c u`` (``c`` the sample mean of ``Δf``), and Sherman-Morrison solves in O(d).
-* Otherwise least squares on the sampled perturbations: one ``d x d`` Gram matrix shared by every input when the
-  draws are shared (masks, Gaussian noise), else one per input; Cholesky, or the pseudo-inverse for a singular
-  ``E[IIᵀ]`` (the rebuttal's remedy).
+* Known ``E[IIᵀ] = u uᵀ + diag(D)``, ``u = E[I]`` (Gaussian, NoisyBaseline): only ``E[I Δf]`` is sampled, with the
+  control variate ``E[I Δf] = E[I (Δf - c)] + c u`` (``c`` = mean ``Δf``); Sherman-Morrison solves in O(d).
+* Otherwise least squares: one Gram matrix for all inputs when the draws are shared (masks, Gaussian noise), else
+  one per input; Cholesky, or the pseudo-inverse for a singular ``E[IIᵀ]`` (the rebuttal's remedy).
 """
 
 from __future__ import annotations
@@ -52,9 +50,7 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
         W: ``N x S x d`` (or ``S x d``, shared by every input); diff: ``N x S``; weights: ``N x S`` or ``S``.
         second_moment: ``(u, D)`` (``N x d`` each) when ``E[W] = u`` and ``E[WWᵀ] = u uᵀ + diag(D)`` are known:
             the control-variate estimate and an O(S d) Sherman-Morrison solve; else the sampled least squares.
-
-    Returns:
-        ``N x d`` explanations (float64 sums and solves, float32 result).
+    Returns: ``N x d`` explanations (float64 sums and solves, float32 result).
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
@@ -86,9 +82,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
         method: ``"closed_form"`` (known ``E[IIᵀ]``: ``perturbation.second_moment``), ``"lstsq"``, or ``"auto"``
             (closed form when available).
         seed: seed of the perturbations (shared by every input).
-
-    Returns:
-        ``N x ...`` like ``x`` (float32, CPU).
+    Returns: ``N x ...`` like ``x`` (float32, CPU).
     """
     check_model(model)
     check_images(x)
@@ -102,8 +96,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     closed = closed and method != "lstsq"
     xd = x.to(model_device(model))
     N, d = x.shape[0], math.prod(x.shape[1:])
-    acc = {"Wy": torch.zeros(N, d, dtype=torch.float64, device=xd.device), "W": torch.zeros_like(xd.flatten(1)).double(),
-           "y": torch.zeros(N, 1, dtype=torch.float64, device=xd.device), "1": torch.zeros_like(xd[:, :1].flatten(1)).double()}
+    acc = {k: torch.zeros(N, m, dtype=torch.float64, device=xd.device) for k, m in (("Wy", d), ("W", d), ("y", 1), ("1", 1))}
     gram = {}
 
     def reduce(rows: slice, dr: Draw, diff: torch.Tensor) -> None:

@@ -1,20 +1,12 @@
 """Perturbations I for infidelity (Yeh et al., NeurIPS 2019); the perturbed input is ``x - I``.
 
-Each perturbation states its *units*, as in the authors' code:
+Units, as in the authors' code: ``"local"`` (:class:`Gaussian`, :class:`NoisyBaseline`): ``I`` is real valued,
+``IᵀΦ = Σ I·Φ`` (gradient-like Φ). ``"global"`` (:class:`ConstantBaseline`, :class:`Square`, :class:`ShapSubset`):
+a mask ``M`` (1 = set to the baseline ``x0``), ``I = M ⊙ (x - x0)``, ``IᵀΦ = Σ M·Φ`` (Φ carries ``x - x0``: IG, SHAP).
 
-* ``"local"`` (:class:`Gaussian`, :class:`NoisyBaseline`): ``I`` is real valued and pairs with gradient-like
-  explanations, ``IᵀΦ = Σ I·Φ``.
-* ``"global"`` (:class:`ConstantBaseline`, :class:`Square`, :class:`ShapSubset`): the draw is a mask ``M`` (1 =
-  replaced by the baseline ``x0``), ``I = M ⊙ (x - x0)``; it pairs with explanations that carry the factor
-  ``(x - x0)`` (IG, SHAP, gradient ⊙ input): ``IᵀΦ = Σ M·Φ``.
-
-Common random numbers: every built-in perturbation draws its noise (or masks) once for all inputs, so the ``n``
-perturbations depend on the generator only, never on an input's position in the batch. :meth:`Perturbation.draw`
-returns a :class:`Draw` whose tensors have a leading dimension of ``N`` or ``1`` (shared by every input).
-
-Your own perturbation need not subclass anything: ``infidelity`` and ``optimal_explanation`` accept any object
-with ``units`` and ``sample(x, n, generator) -> I`` (``N x n x ...``), or a captum-style ``perturb_func(x) ->
-(I, x - I)`` (see :func:`as_perturbation`).
+Common random numbers: the built-ins draw their noise (or masks) once for all inputs (leading dimension 1 in a
+:class:`Draw`), so a perturbation never depends on an input's position in the batch. Any object with ``units`` and
+``sample(x, n, generator) -> I`` (``N x n x ...``), or a captum-style ``perturb_func(x) -> (I, x - I)``, is accepted.
 """
 
 from __future__ import annotations
@@ -210,9 +202,6 @@ class Square(_Masked):
             raise ValueError(f"square sizes {self.sizes} must fit in the image ({x.shape[-2]} x {x.shape[-1]})")
         return square_masks(x.shape[1:], self.sizes, self.stride, device=x.device).to(x.dtype)
 
-    def n_masks(self, x: torch.Tensor) -> int:
-        return int(self.all_masks(x).shape[0])
-
     def masks(self, x, n, generator=None):
         allm = self.all_masks(x)
         idx = torch.randint(allm.shape[0], (n,), generator=generator, device=x.device)
@@ -268,13 +257,9 @@ class Fixed(Perturbation):
     def draw(self, x, n, generator=None):
         return self.draw_block(x, slice(0, x.shape[0]), 0, n)
 
-    def __repr__(self):
-        return f"Fixed(I={tuple(self.I.shape)}, units={self.units!r})"
-
 
 class FromFunction(Perturbation):
-    """A captum-style ``perturb_func(x) -> (I, x - I)`` (one perturbation per row, torch's global RNG, reseeded
-    from the generator so a seed reproduces it) as a local perturbation."""
+    """A captum-style ``perturb_func(x) -> (I, x - I)`` as a local perturbation (global RNG reseeded from the generator)."""
 
     def __init__(self, perturb_func: Callable) -> None:
         self.perturb_func = perturb_func

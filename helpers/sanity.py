@@ -25,14 +25,10 @@ TABLE1 = ("Grad", "Grad-SG", "IG", "IG-SG", "GBP", "GBP-SG", "SHAP", "OPT")
 def explanation_suite(model: nn.Module, perturbation, *, sg_radius: float = 0.2, sg_kernel: str = "uniform",
                       n_sg: int = 20, ig_steps: int = 32, n_opt: int = 1000, opt_ridge: float = 1e-3,
                       seed: int = 0) -> Dict[str, Explain]:
-    """Table 1's explanations (:data:`TABLE1`) as explain functions in ``perturbation``'s units.
-
-    Local units: the gradient-like signal of each method (Grad, GBP, IG's path-averaged gradient, DeepSHAP's
-    multipliers, all with the perturbation's baseline). Global units: that signal times ``(v - x0)`` at the input
-    ``v`` it is computed at, so a smoothed explanation averages the products over the noisy copies (as the authors'
-    ``get_explanation_pdt`` does); IG and SHAP are then their usual attributions. ``OPT`` is
-    :func:`helpers.optimal.optimal_explanation` for the perturbation.
-    """
+    """Table 1's explanations (:data:`TABLE1`) as explain functions in ``perturbation``'s units: local, the
+    gradient-like signal (Grad, GBP, IG's path-averaged gradient, DeepSHAP's multipliers, with the perturbation's
+    baseline); global, that signal times ``(v - x0)`` at the input ``v`` it is computed at, so SG averages the
+    products over the noisy copies (the authors' ``get_explanation_pdt``). ``OPT``: :func:`optimal_explanation`."""
     x0 = getattr(perturbation, "baseline", 0.0)
     local = perturbation.units == "local"
 
@@ -62,9 +58,7 @@ def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Ex
                        n_sens: int = 10, n_sens_images: Optional[int] = None, seed: int = 0) -> Dict[str, dict]:
     """Per-input infidelity (every explanation on the same perturbations), infidelity of the zero explanation
     (``E[Δf²]``, to compare models) and relative max-sensitivity (on the first ``n_sens_images`` inputs).
-
-    Returns:
-        ``{"infidelity": {name: N}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``.
+    Returns: ``{"infidelity": {name: N}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``.
     """
     xd = x.to(model_device(model))
     t = resolve_target(model, xd, target)[0]

@@ -1,10 +1,6 @@
-"""Max-sensitivity of an explanation (Yeh et al. 2019, Def. 3.1):
-``SENS_MAX(Φ, f, x, r) = max_{‖y - x‖_∞ <= r} ‖Φ(y) - Φ(x)‖``, estimated with uniform samples of the L∞ ball.
-
-The relative form divides by ``‖Φ(x)‖`` (captum and the authors' code). The ball samples come from
-:func:`helpers.infidelity.generator` in blocks and are the same for every input (common random numbers), so the
-value of an input does not depend on the batch it is in.
-"""
+"""Max-sensitivity (Yeh et al. 2019, Def. 3.1): ``SENS_MAX(Φ, f, x, r) = max_{‖y - x‖_∞ <= r} ‖Φ(y) - Φ(x)‖``,
+estimated with uniform samples of the L∞ ball, the same for every input (common random numbers, drawn by
+:func:`helpers.infidelity.generator`); the relative form divides by ``‖Φ(x)‖`` (captum, the authors' code)."""
 
 from __future__ import annotations
 
@@ -38,9 +34,7 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
         form: ``"relative"`` ``‖ΔΦ‖ / ‖Φ(x)‖`` (a zero norm counts as 1), ``"absolute"`` ``‖ΔΦ‖`` or
             ``"lipschitz"`` ``‖ΔΦ‖ / ‖z‖``; a tuple of forms returns a dict ``form -> Tensor N`` from the same samples.
         norm: the norm of ``ΔΦ`` (``"fro"`` = L2, captum's default, or any ``p``).
-
-    Returns:
-        ``N`` sensitivities (float32, CPU).
+    Returns: ``N`` sensitivities (float32, CPU).
     """
     check_images(x)
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:

@@ -1,12 +1,9 @@
-"""Smoothed explanations ``Φ_SG(x) = E_z[Φ(x + z)]`` (SmoothGrad for Φ = Grad; Yeh et al. 2019, Sec. 4) and the
-choice of the smoothing radius by infidelity.
+"""Smoothed explanations ``Φ_SG(x) = E_z[Φ(x + z)]`` (SmoothGrad; Yeh et al. 2019, Sec. 4) and the radius choice.
 
-An *explain function* is ``explain(x, target) -> Tensor like x`` (``x``: ``N x ...``, ``target``: LongTensor ``N``
-or ``None``); a one-argument ``explain(x)`` is accepted too. :func:`explainer` and :func:`smooth` return one with a
-``.model`` attribute (used to fix the target to the prediction at ``x``).
-
-Common random numbers: :func:`smooth` draws its ``S`` noise vectors once from the seed and adds the same ones to
-every input, so ``Φ_SG`` is a function of ``x`` alone (not of its batch or position) and at radius 0 it equals ``Φ``.
+An *explain function* is ``explain(x, target) -> Tensor like x`` (or ``explain(x)``); :func:`explainer` and
+:func:`smooth` return one with a ``.model`` (used to fix the target to the prediction at ``x``). :func:`smooth` draws
+its ``S`` noise vectors once from the seed for every input (common random numbers), so ``Φ_SG`` is a function of
+``x`` alone, whatever its batch or position, and equals ``Φ`` at radius 0.
 """
 
 from __future__ import annotations
@@ -67,9 +64,7 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
             convention (``get_explanation_pdt``), pass an explain function that already multiplies by the input:
             the product is then taken at every noisy copy, before averaging.
         kernel: one of :data:`KERNELS`; radius: ``r >= 0``; n_samples: ``S``; seed: the noise seed.
-
-    Returns:
-        ``explain_sg(x, target=None) -> Tensor like x`` with ``.model`` copied from ``explain``.
+    Returns: ``explain_sg(x, target=None) -> Tensor like x`` with ``.model`` copied from ``explain``.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -103,12 +98,9 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
 
 
 def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", **options) -> Explain:
-    """``explain(x, target=None)`` from :func:`helpers.attribution.attribute` (``None`` -> the predicted class).
-
-    ``units``: ``"native"`` (what ``attribute`` returns: IG and SHAP carry ``(x - x0)``), ``"local"`` (the
-    gradient-like multipliers, e.g. IG's path-averaged gradient) or ``"global"`` (Grad, SmoothGrad and GBP
-    multiplied by ``x``, for a zero baseline).
-    """
+    """``explain(x, target=None)`` from :func:`helpers.attribution.attribute`; ``units``: ``"native"`` (as
+    ``attribute``), ``"local"`` (the multipliers, e.g. IG's path-averaged gradient) or ``"global"`` (Grad, SmoothGrad
+    and GBP times ``x``)."""
     check_model(model)
     if units not in ("native", "local", "global"):
         raise ValueError(f"units must be 'native', 'local' or 'global', got {units!r}")
@@ -132,9 +124,7 @@ def smoothing_sweep(model: nn.Module, x: torch.Tensor, explain: Explain, perturb
     """Mean infidelity of ``smooth(explain, kernel, r)`` for every kernel, radius and perturbation (use validation
     inputs). For a global perturbation the explanation is multiplied by ``(x - x0)`` at each noisy copy (the authors'
     convention). Every (kernel, radius) is scored on the same perturbations.
-
-    Returns:
-        rows ``{"perturbation", "kernel", "radius", "infidelity"}``.
+    Returns: rows ``{"perturbation", "kernel", "radius", "infidelity"}``.
     """
     from .infidelity import infidelity, resolve_target
 
