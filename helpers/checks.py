@@ -1,30 +1,11 @@
 """Graded checks for the classroom exercises: ``check_<exercise>(student_function)``.
 
-Each exercise of the notebooks (a cell tagged ``solution`` in the master notebook, a stub in the student copy made by
-``make student``) is followed by a cell that calls one of these functions on the student's function. A check runs the
-function on a few small cases whose answers are computed here *independently*, by closed forms (a linear model, a
-quadratic model) or by hand, and prints one line per case::
-
-    check_beta_rescale
-      ✓ hand case: diff = 2 * dot gives beta = 2
-      ✗ batch of 4 rows x 50 samples: expected beta[2] = 0.8133, got 0.4067 (max |error| 0.4067, tolerance 1e-04)
-
-It returns ``True`` when every case passes and otherwise raises ``AssertionError`` whose message lists the failing
-cases (which case, expected vs got). A function that still raises ``NotImplementedError`` (the student stub) gets a
-message saying what to do instead of a traceback.
-
-The exercises and the signatures the checks call (agreed in the notebooks):
-
-=========================  ==========================================================================  ===========
-check                      student function                                                            notebook
-=========================  ==========================================================================  ===========
-check_integrated_gradients ``integrated_gradients(model, x, baseline, target, n_steps) -> Tensor like x``   01
-check_abc_weights          ``abc_weights(attributions, x, baseline) -> Tensor N x d`` (rows sum to 1)   01
-check_infidelity_estimate  ``infidelity_estimate(model, x, attributions, perturbations, target) -> N``  04
-check_beta_rescale         ``beta_rescale(dot, diff) -> Tensor N``                                     04
-check_fit_temperature      ``fit_temperature(logits, labels) -> float``                                06
-check_aurc                 ``aurc(confidence, correct) -> float``                                      06
-=========================  ==========================================================================  ===========
+A master notebook's exercise cell (tagged ``solution``; a stub in the student copy) is followed by a cell calling
+one of these on the student's function. A check runs every case, whose answers are computed here *independently*
+(closed forms of a linear or quadratic model, hand cases, loops), prints ``✓`` or ``✗ <case>: expected ..., got ...``
+per case, and returns ``True`` or raises ``AssertionError`` listing the failures. A stub gets a message saying what
+to do. A solution that calls the library's own answer (:data:`SHORTCUTS`, by any import route) scores no points:
+:func:`evaluate` returns the per-case outcome that ``python -m helpers.student grade`` tabulates.
 """
 
 from __future__ import annotations
@@ -33,31 +14,16 @@ import importlib
 import inspect
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "EXERCISES",
-    "check_integrated_gradients",
-    "check_abc_weights",
-    "check_infidelity_estimate",
-    "check_beta_rescale",
-    "check_fit_temperature",
-    "check_aurc",
-]
-
 #: exercise function name -> name of its check in this module
-EXERCISES = {
-    "integrated_gradients": "check_integrated_gradients",
-    "abc_weights": "check_abc_weights",
-    "infidelity_estimate": "check_infidelity_estimate",
-    "beta_rescale": "check_beta_rescale",
-    "fit_temperature": "check_fit_temperature",
-    "aurc": "check_aurc",
-}
+EXERCISES = {n: f"check_{n}" for n in ("integrated_gradients", "abc_weights", "infidelity_estimate", "beta_rescale",
+                                       "fit_temperature", "aurc")}
+__all__ = ["EXERCISES", "SHORTCUTS", "Result", "evaluate", *EXERCISES.values()]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,8 +44,7 @@ SHORTCUTS = {
 }
 
 
-@dataclass
-class _Case:
+class _Case(NamedTuple):
     """A named case: ``run(fn)`` returns ``None`` when ``fn`` passes, else a sentence saying what went wrong."""
 
     name: str
@@ -98,14 +63,11 @@ class Result:
     @property
     def points(self) -> int:
         """Cases passed; 0 when the solution calls the library's own answer or is not implemented."""
-        ok = sum(p is None for _, p in self.cases)
-        return 0 if self.shortcut or self.not_implemented else ok
+        return 0 if self.shortcut or self.not_implemented else sum(p is None for _, p in self.cases)
 
     @property
     def first_failure(self) -> str:
-        if self.not_implemented or self.shortcut:
-            return self.not_implemented or self.shortcut or ""
-        return next((f"{c}: {p}" for c, p in self.cases if p is not None), "")
+        return self.not_implemented or self.shortcut or next((f"{c}: {p}" for c, p in self.cases if p), "")
 
 
 def _library_codes(exercise: str) -> Dict[object, str]:
@@ -189,58 +151,46 @@ def _to_tensor(got, what: str = "result") -> torch.Tensor:
     raise TypeError(f"the {what} must be a torch.Tensor, got {type(got).__name__}")
 
 
-def _fmt_index(idx: Sequence[int]) -> str:
-    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
-
-
 def _compare(got, expected: torch.Tensor, *, atol: float, rtol: float = 0.0, what: str = "result",
              shape_hint: str = "") -> Optional[str]:
     """``None`` if ``got`` matches ``expected`` (shape and values within ``atol + rtol |expected|``), else a message."""
     try:
-        g = _to_tensor(got, what)
+        g, e = _to_tensor(got, what), expected.detach().cpu().to(torch.float64)
     except TypeError as err:
         return str(err)
-    e = expected.detach().cpu().to(torch.float64)
     if tuple(g.shape) != tuple(e.shape):
-        hint = f" ({shape_hint})" if shape_hint else ""
-        return f"expected {what} of shape {tuple(e.shape)}{hint}, got shape {tuple(g.shape)}"
+        return f"expected {what} of shape {tuple(e.shape)}{f' ({shape_hint})' if shape_hint else ''}, got shape " \
+               f"{tuple(g.shape)}"
     if not bool(torch.isfinite(g).all()):
         bad = torch.nonzero(~torch.isfinite(g))[0].tolist()
-        return f"{what} contains NaN/Inf, e.g. at {_fmt_index(bad)} (expected {float(e[tuple(bad)]):.6g} there)"
-    err = (g - e).abs()
-    tol = atol + rtol * e.abs()
+        return f"{what} contains NaN/Inf, e.g. at {bad} (expected {float(e[tuple(bad)]):.6g} there)"
+    err, tol = (g - e).abs(), atol + rtol * e.abs()
     if bool((err <= tol).all()):
         return None
     idx = torch.nonzero(err - tol == (err - tol).max())[0].tolist()
-    where = _fmt_index(idx) if idx else ""
-    return (f"expected {what}{where} = {float(e[tuple(idx)]):.6g}, got {float(g[tuple(idx)]):.6g} "
-            f"(max |error| {float(err.max()):.3g}, tolerance {atol:.0e}" + (f" + {rtol:.0e}·|expected|" if rtol else "")
-            + ")")
+    return (f"expected {what}{idx if idx else ''} = {float(e[tuple(idx)]):.6g}, got {float(g[tuple(idx)]):.6g} "
+            f"(max |error| {float(err.max()):.3g}, tolerance {atol:.0e}{f' + {rtol:.0e}·|expected|' if rtol else ''})")
 
 
 def _as_float(got, what: str = "result") -> float:
-    if isinstance(got, torch.Tensor):
-        if got.numel() != 1:
-            raise TypeError(f"the {what} must be a single number, got a tensor of shape {tuple(got.shape)}")
-        return float(got.detach().cpu())
-    if isinstance(got, np.ndarray) and got.size != 1:
-        raise TypeError(f"the {what} must be a single number, got an array of shape {got.shape}")
-    if isinstance(got, bool) or not isinstance(got, (int, float, np.generic, np.ndarray)):
-        raise TypeError(f"the {what} must be a float, got {type(got).__name__}")
-    return float(got)
+    """The student's result as one float; TypeError naming what came back otherwise."""
+    size = got.numel() if isinstance(got, torch.Tensor) else np.size(got) if isinstance(got, np.ndarray) else 1
+    if size != 1 or isinstance(got, bool) or not isinstance(got, (int, float, np.generic, np.ndarray, torch.Tensor)):
+        raise TypeError(f"the {what} must be a single number, got {type(got).__name__} "
+                        f"{tuple(getattr(got, 'shape', ()))}")
+    return float(got.detach().cpu()) if isinstance(got, torch.Tensor) else float(got)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# small models with answers in closed form
+# small models with answers in closed form (built under torch.random.fork_rng: the notebook's stream is untouched)
 # ----------------------------------------------------------------------------------------------------------------
 
 class _Linear(nn.Module):
-    """Logits ``W vec(x) + b`` for images ``N x 1 x H x W``: gradient ``W_t``, IG ``W_t ⊙ (x - x0)``."""
+    """Logits ``W vec(x) + b``: gradient ``W_t``, IG ``W_t ⊙ (x - x0)``."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
-        self.weight = nn.Parameter(weight.clone().float())
-        self.bias = nn.Parameter(bias.clone().float())
+        self.weight, self.bias = nn.Parameter(weight.clone().float()), nn.Parameter(bias.clone().float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1) @ self.weight.T + self.bias
@@ -251,8 +201,7 @@ class _Quadratic(nn.Module):
 
     def __init__(self, a: torch.Tensor, w: torch.Tensor) -> None:
         super().__init__()
-        a = (a + a.transpose(1, 2)) / 2
-        self.register_buffer("A", a.float())
+        self.register_buffer("A", ((a + a.transpose(1, 2)) / 2).float())
         self.register_buffer("w", w.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -271,25 +220,13 @@ def _quadratic_model(d: int, n_classes: int, seed: int) -> _Quadratic:
 
 
 def _softplus_net(d: int, n_classes: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)  # only the initialisation; the caller's seed state is restored below
-    return nn.Sequential(nn.Flatten(), nn.Linear(d, 12), nn.Softplus(), nn.Linear(12, n_classes)).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(d, 12), nn.Softplus(), nn.Linear(12, n_classes)).eval()
 
 
 def _images(n: int, side: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, side, side, generator=g)
-
-
-class _KeepRng:
-    """Restore torch's global RNG state on exit: a check must not change the notebook's random stream."""
-
-    def __enter__(self):
-        self.state = torch.random.get_rng_state()
-        return self
-
-    def __exit__(self, *exc):
-        torch.random.set_rng_state(self.state)
-        return False
+    return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,8 +243,7 @@ def _cases_integrated_gradients() -> List[_Case]:
     """
     def linear_case(zero_baseline: bool) -> Callable[[Callable], Optional[str]]:
         def run(f: Callable) -> Optional[str]:
-            with _KeepRng():
-                model = _linear_model(9, 3, seed=1)
+            model = _linear_model(9, 3, seed=1)
             x = _images(2, 3, seed=2)
             b = torch.zeros_like(x) if zero_baseline else _images(2, 3, seed=3)
             target = torch.tensor([0, 2])
@@ -332,8 +268,7 @@ def _cases_integrated_gradients() -> List[_Case]:
         return _compare(got, expected, atol=float(curvature) / n_steps + 1e-4, what="IG", shape_hint="like x")
 
     def completeness(f: Callable) -> Optional[str]:
-        with _KeepRng():
-            model = _softplus_net(16, 4, seed=7)
+        model = _softplus_net(16, 4, seed=7)
         x = _images(4, 4, seed=8)
         b = torch.zeros_like(x)
         target = torch.tensor([0, 1, 2, 3])
@@ -467,8 +402,7 @@ def _cases_infidelity_estimate() -> List[_Case]:
         return _compare(got, torch.tensor([9.0]), atol=1e-4, what="infidelity", shape_hint="one value per image")
 
     def gradient_is_perfect(f: Callable) -> Optional[str]:
-        with _KeepRng():
-            model = _linear_model(16, 3, seed=21)
+        model = _linear_model(16, 3, seed=21)
         x = _images(2, 4, seed=22)
         target = torch.tensor([2, 0])
         attr = model.weight.detach()[target].reshape_as(x)
@@ -479,8 +413,7 @@ def _cases_infidelity_estimate() -> List[_Case]:
                         shape_hint="one value per image, the mean over the S samples")
 
     def wrong_explanation(f: Callable) -> Optional[str]:
-        with _KeepRng():
-            model = _linear_model(16, 3, seed=24)
+        model = _linear_model(16, 3, seed=24)
         x = _images(3, 4, seed=25)
         target = torch.tensor([1, 1, 0])
         g = torch.Generator().manual_seed(26)
