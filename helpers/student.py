@@ -1,19 +1,12 @@
-"""Student copies of the master notebooks: ``python -m helpers.student notebooks`` (``make student``).
+"""Student copies and grading: ``python -m helpers.student notebooks [--check]`` (``make student``) and
+``python -m helpers.student grade SUBMISSION_OR_FOLDER [--out build/grades]`` (``make grade``).
 
-A master notebook marks an exercise with a code cell tagged ``solution`` that starts with ``# EXERCISE: <task>`` and
-defines one function (signature, docstring, reference body); the next cell, tagged ``check``, calls
-``helpers.checks.check_<function>(<function>)``. The student copy (``notebooks/student/NN_name.ipynb``) is the
-master with
-
-* each solution body replaced by ``raise NotImplementedError("Exercise: <task>")`` (the ``# EXERCISE`` line, the
-  signature, the docstring and any ``# HINT`` comment lines of the body are kept; the cell is re-tagged
-  ``exercise``),
-* a check cell after every exercise (the master's, or a generated one when the master has none),
-* the Colab badge pointing at the student copy, a note saying it is generated, and no outputs.
-
-Only notebooks with at least one exercise get a student copy. The output is a pure function of the masters
-(cell ids kept, generated cells get ids derived from the exercise), so CI can regenerate the copies and compare
-bytes: ``python -m helpers.student notebooks --check`` exits with status 1 when a copy is missing or stale.
+A master marks an exercise with a code cell tagged ``solution`` that starts with ``# EXERCISE: <task>`` and defines
+one function; the next cell, tagged ``check``, calls ``helpers.checks.check_<function>(<function>)``. The student copy
+(``notebooks/student/NN_name.ipynb``) is the master with each solution body replaced by
+``raise NotImplementedError("Exercise: <task>")`` (signature, docstring and ``# HINT`` lines kept; re-tagged
+``exercise``), a check cell after every exercise, the Colab badge pointing at the copy, a banner for students and no
+outputs. The copies are a pure function of the masters, so CI regenerates them and compares bytes (``--check``).
 """
 
 from __future__ import annotations
@@ -269,7 +262,7 @@ def _solutions(nb) -> Dict[str, object]:
     return out
 
 
-def _grade_one(nb, exercises: Sequence[str], timeout_s: int) -> List[object]:
+def _grade_one(solutions: Dict[str, object], exercises: Sequence[str], timeout_s: int) -> List[object]:
     """A :class:`helpers.checks.Result` per exercise (every check runs; a broken one scores 0, never stops us)."""
     import signal
 
@@ -278,7 +271,7 @@ def _grade_one(nb, exercises: Sequence[str], timeout_s: int) -> List[object]:
     def too_slow(*_):
         raise TimeoutError(f"the check took longer than {timeout_s} s")
 
-    solutions, results = _solutions(nb), []
+    results = []
     for name in exercises:
         fn = solutions.get(name, f"no function {name} found in the notebook")
         if isinstance(fn, str):
@@ -329,7 +322,8 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
             continue
         wanted = next((ex for stem, ex in masters.items() if stem in f.stem and ex), None)
         with contextlib.redirect_stdout(io.StringIO()):
-            results = _grade_one(nb, wanted or [n for n in checks.EXERCISES if n in _solutions(nb)], timeout_s)
+            solutions = _solutions(nb)
+            results = _grade_one(solutions, wanted or [n for n in checks.EXERCISES if n in solutions], timeout_s)
         lines = []
         for r in results:
             rows.append({"submission": who, "exercise": r.exercise, "points": r.points, "max": len(r.cases) or 1,
