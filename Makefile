@@ -8,7 +8,7 @@ PYTHON  := $(BIN)/python
 STAMP   := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install data models run notebooks report test test-fast lab bench student grade lint clean distclean lock
+.PHONY: help install data models run notebooks report test test-fast lab bench student grade mutate lint clean distclean lock
 
 help:
 	@echo "make run    set up, fetch MNIST, train/load models, execute every notebook into build/, write build/report.md"
@@ -61,6 +61,13 @@ SUBMISSIONS ?= submissions
 grade: install
 	$(PYTHON) -m helpers.student grade $(SUBMISSIONS) --out build/grades
 
+# mutation testing of the core math (setup.cfg [mutmut]); slow (hours on 2 cores), not part of CI.
+# The kill rate and every surviving mutant go to tests/MUTANTS.md.
+mutate: models
+	$(BIN)/pip install -q "mutmut>=3.8"
+	HELPERS_DATA_DIR=$(CURDIR)/data $(BIN)/mutmut run || true
+	$(BIN)/mutmut results
+
 lint: install
 	$(BIN)/ruff check helpers tests benchmarks
 	$(BIN)/ruff check --extend-ignore E401,E402,E702,E731,I001 notebooks
@@ -69,7 +76,7 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt
 
 clean:
-	rm -rf build .pytest_cache .hypothesis
+	rm -rf build .pytest_cache .hypothesis mutants
 
 distclean: clean
 	rm -rf $(VENV) data/mnist.npz data/mnist.npz.sha256 data/models
