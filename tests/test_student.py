@@ -349,3 +349,15 @@ def test_grading_a_folder_of_three_submissions(tmp_path):
     assert "submission" in text and "first failed case" in text and f"{n_beta}/{n_beta}" in text
     feedback = (out / "feedback" / "wrong_04_infidelity_and_sensitivity.txt").read_text()
     assert "FAIL" in feedback and "ok" in feedback
+
+
+@pytest.mark.parametrize("path, exercise", EXERCISES, ids=[f"{p.stem}-{e.name}" for p, e in EXERCISES])
+def test_check_cells_only_check(path, exercise):
+    """A check cell imports and calls its check, nothing else: the library's answer is never printed beside it."""
+    nb = nbformat.read(path, as_version=4)
+    cell = nb.cells[exercise.cell + 1]
+    extra = [ast.unparse(n)[:80] for n in ast.parse(cell.source).body
+             if not isinstance(n, (ast.Import, ast.ImportFrom))
+             and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+                      and ast.unparse(n.value.func).rsplit(".", 1)[-1].startswith("check_"))]
+    assert not extra, f"{path.name} cell {exercise.cell + 1}: a check cell only calls its check; move {extra} below"
