@@ -112,7 +112,7 @@ def save_results(name: str, results: Mapping[str, Any], *, summary: Optional[Map
     from .plots import problems
 
     for key, fig in (figures or {}).items():
-        for problem in problems(fig):
+        for problem in problems(fig) if hasattr(fig, "draw_without_rendering") else []:
             print(f"figure {key!r}: {problem}")
         png = out_dir / name / f"{key}.png"
         with atomic_path(png, suffix=".png") as tmp:
