@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["fast_forward", "jit_forward", "channels_last_copy", "fast_forward_fn"]
+__all__ = ["fast_forward", "jit_forward", "channels_last_copy", "fast_forward_fn", "chosen_mode", "MODES"]
 
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, Tuple[tuple, ForwardFn]]]" = weakref.WeakKeyDictionary()
@@ -99,9 +99,12 @@ def fast_forward(model: nn.Module, example: torch.Tensor, *, need_grad: bool = F
 
 # ------------------------------------------------------------------ old names, kept until callers move to fast_forward
 
-def jit_forward(model: nn.Module, example: torch.Tensor) -> ForwardFn:
-    """Deprecated alias: :func:`fast_forward` for inference."""
-    return fast_forward(model, example)
+def jit_forward(model: nn.Module, example: Optional[torch.Tensor] = None) -> ForwardFn:
+    """Deprecated alias: :func:`fast_forward` for inference (MNIST-shaped example by default)."""
+    from .validation import model_device
+
+    ex = example if example is not None else torch.zeros(2, 1, 28, 28, device=model_device(model))
+    return fast_forward(model, ex)
 
 
 def channels_last_copy(model: nn.Module, example: Optional[torch.Tensor] = None) -> ForwardFn:
@@ -112,10 +115,26 @@ def channels_last_copy(model: nn.Module, example: Optional[torch.Tensor] = None)
     return fast_forward(model, ex, need_grad=True)
 
 
-def fast_forward_fn(model: nn.Module, mode: str = "fast", *, example: Optional[torch.Tensor] = None,
-                    need_grad: bool = False, **_: object) -> ForwardFn:
-    """Deprecated alias: ``mode="eager"`` gives ``model``, anything else :func:`fast_forward`."""
+MODES = ("eager", "channels_last", "jit", "compile")
+
+
+def fast_forward_fn(model: nn.Module, mode: str = "jit", *, example: Optional[torch.Tensor] = None,
+                    **_: object) -> ForwardFn:
+    """Deprecated (benchmarks' forward forms): ``"eager"`` = ``model``; ``"channels_last"`` / ``"jit"`` =
+    :func:`fast_forward` with / without gradients (falling back to ``model``); ``"compile"`` = ``torch.compile``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES} (the 'auto' timing choice was removed), got {mode!r}")
     if mode == "eager":
         return model
-    return channels_last_copy(model, example) if need_grad or example is None else fast_forward(model, example)
+    if mode == "compile":
+        return torch.compile(model)
+    return channels_last_copy(model, example) if mode == "channels_last" else jit_forward(model, example)
 
+
+def chosen_mode(fn: ForwardFn) -> str:
+    """Deprecated: which form a :func:`fast_forward_fn` result is."""
+    if hasattr(fn, "_orig_mod"):
+        return "compile"
+    if isinstance(fn, _Guarded):
+        return "channels_last" if fn.channels_last else "jit"
+    return "eager"

@@ -133,6 +133,7 @@ class _Adapter(nn.Module):
     def __init__(self, model: nn.Module, slots: Optional[List[Tuple[Any, Any]]], binary: bool) -> None:
         super().__init__()
         self.model, self.slots, self.binary = model, slots, binary
+        self.train(False)  # the wrapped model is in eval mode already
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         args: Sequence[Any] = (z,)

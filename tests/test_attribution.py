@@ -239,3 +239,210 @@ def test_bad_input(cnn, mnist_small, linear_model):
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(784, 10)).train()
     with pytest.raises(ValueError, match="train mode"):
         attribute(model, x)
+
+
+# ------------------------------------------------------------------------------------------------ your own model
+
+
+class ViewLeNet(nn.Module):
+    """Quantus's / captum's test LeNet shape: flattens with ``.view`` (breaks on channels-last activations)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.relu1, self.pool1 = nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2)
+        self.conv2, self.relu2, self.pool2 = nn.Conv2d(4, 8, 5), nn.ReLU(), nn.MaxPool2d(2)
+        self.fc1, self.relu3, self.fc2 = nn.Linear(8 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.pool2(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x))))))
+        return self.fc2(self.relu3(self.fc1(x.view(x.shape[0], -1))))
+
+
+class ResCNN(nn.Module):
+    """3-channel residual CNN with BatchNorm and in-place ReLUs (a torchvision ResNet in miniature)."""
+
+    def __init__(self, pool: nn.Module = None):
+        super().__init__()
+        torch.manual_seed(1)
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True))
+        self.pool = pool if pool is not None else nn.MaxPool2d(2)
+        self.c1, self.b1, self.r1 = nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True)
+        self.c2, self.b2, self.r2 = nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.data.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        z = self.pool(self.stem(x))
+        return self.head(self.r2(z + self.b2(self.c2(self.r1(self.b1(self.c1(z)))))))
+
+
+class TwoInputs(nn.Module):
+    """``model(x1, x2, mask)``: two inputs and an extra per-row forward argument (captum's additional_forward_args)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.a, self.b, self.relu, self.head = nn.Linear(6, 8), nn.Linear(4, 8), nn.ReLU(), nn.Linear(16, 3)
+
+    def forward(self, x1, x2, mask):
+        return self.head(self.relu(torch.cat([self.a(x1), self.b(x2) * mask], dim=1)))
+
+
+def _tabular(n=6, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    return model, 3 * torch.randn(n, d, generator=g)         # standardised-like features, far outside [0, 1]
+
+
+@pytest.mark.parametrize("method", ["grad", "ig", "smoothgrad", "expected_gradients"])
+def test_view_cnn_runs_and_matches_the_model_as_written(method):
+    # a CNN that flattens with .view crashed under the channels-last fast path; now the fast path falls back
+    from captum.attr import Saliency
+
+    model = ViewLeNet().eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    a = attribute(model, x, method=method, references=torch.rand(4, 1, 28, 28) if method == "expected_gradients"
+                  else None, n_steps=4, n_samples=3)
+    assert a.shape == x.shape and torch.isfinite(a).all()
+    if method == "grad":
+        t = model(x).argmax(1)
+        torch.testing.assert_close(a, Saliency(model).attribute(x, target=t, abs=False), rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_probe_falls_back_once_and_is_remembered():
+    from helpers.fastpath import fast_forward
+
+    model = ViewLeNet().eval()
+    x = torch.rand(4, 1, 28, 28)
+    f = fast_forward(model, x, need_grad=True)
+    assert f is model and fast_forward(model, x, need_grad=True) is f
+    cnn_like = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 26 * 26, 3)).eval()
+    g = fast_forward(cnn_like, x)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), cnn_like(x), rtol=1e-4, atol=1e-5)
+
+
+def test_ig_matches_captum_with_nonzero_baseline_on_residual_cnn():
+    from captum.attr import IntegratedGradients
+
+    model = ResCNN().eval()
+    g = torch.Generator().manual_seed(3)
+    x, b = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 2, 3])
+    ours = attribute(model, x, t, method="ig", baseline=b, n_steps=16, input_range=None)
+    ref = IntegratedGradients(model).attribute(x, baselines=b, target=t, n_steps=16)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    assert float((ours - attribute(model, x, t, n_steps=16)).abs().max()) > 1e-2   # the baseline matters
+
+
+def test_baselines_honour_input_range_instead_of_clamping_to_unit_interval():
+    from helpers.baselines import make_baseline, make_references
+
+    x = 3 * torch.randn(50, 5, generator=torch.Generator().manual_seed(0))
+    u = make_baseline("uniform", x, input_range=(-4.0, 4.0))
+    assert u.min() < -3 and u.max() > 3
+    gauss = make_baseline("gaussian", x, sigma=0.1, input_range=None)
+    assert float((gauss - x).abs().max()) < 1.0                          # noise around x, never clamped to [0, 1]
+    md = make_baseline("max_distance", x, input_range=(-4.0, 4.0))
+    assert torch.equal(md, torch.where(x < 0, torch.tensor(4.0), torch.tensor(-4.0)))
+    assert make_references("gaussian", x, 3, input_range=None).min() < -2
+    with pytest.raises(ValueError, match="input_range"):
+        make_baseline("uniform", x, input_range=None)
+    assert torch.equal(make_baseline("uniform", x[:, :1].clamp(0, 1), seed=2),
+                       make_baseline("uniform", x[:, :1].clamp(0, 1), seed=2, input_range=(0, 1)))
+
+
+def test_number_baseline_is_a_constant_input(linear_model):
+    x = torch.rand(3, 1, 4, 4)
+    t = torch.tensor([0, 1, 2])
+    w = linear_model.linear.weight[t].view_as(x)
+    torch.testing.assert_close(attribute(linear_model, x, t, baseline=0.5, n_steps=3), w * (x - 0.5),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_per_input_baseline_vs_shared_references_for_deepshap():
+    # a tensor with one row per input is one baseline per input, for every method (it was K shared references
+    # for deepshap: [[0,-3.5,0,-4]] x 2 instead of [[0,0,0,-8],[0,-7,0,0]])
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
+        model[0].bias.zero_()
+    x = torch.zeros(2, 4)
+    b = torch.tensor([[0.0, 0.0, 0.0, 8.0], [0.0, 7.0, 0.0, 0.0]])
+    t = torch.tensor([0, 0])
+    want = torch.tensor([[0.0, 0.0, 0.0, -8.0], [0.0, -7.0, 0.0, 0.0]])
+    for method in ("ig", "expected_gradients", "deepshap"):
+        torch.testing.assert_close(attribute(model, x, t, method=method, baseline=b, n_steps=2), want)
+    shared = attribute(model, x, t, method="deepshap", references=b)
+    torch.testing.assert_close(shared, torch.tensor([[0.0, -3.5, 0.0, -4.0]] * 2))
+
+
+def test_default_references_of_non_mnist_input_refuse_at_once(monkeypatch):
+    import helpers.data
+
+    monkeypatch.setattr(helpers.data, "load_mnist", lambda *a, **k: pytest.fail("MNIST was loaded"))
+    model, x = _tabular()
+    for method in ("expected_gradients", "deepshap"):
+        with pytest.raises(ValueError, match="references="):
+            attribute(model, x, method=method)
+
+
+@pytest.mark.parametrize("squeeze", [False, True])
+def test_single_logit_binary_model(squeeze):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 1)).eval()
+    model = nn.Sequential(net, nn.Flatten(0)).eval() if squeeze else net
+    x = torch.randn(6, 5)
+    g1 = attribute(model, x, 1, method="grad")
+    g0 = attribute(model, x, 0, method="grad")
+    xs = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(net(xs).sum(), xs)
+    torch.testing.assert_close(g1, want)
+    torch.testing.assert_close(g0, -want)
+    with torch.no_grad():
+        z = net(x).squeeze(1)
+    auto = attribute(model, x, method="ig", n_steps=8, input_range=None)   # target None: the predicted class
+    sign = torch.where(z > 0, 1.0, -1.0).view(-1, 1)
+    torch.testing.assert_close(auto, sign * attribute(model, x, 1, method="ig", n_steps=8), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="target"):
+        attribute(model, x, 2, method="grad")
+
+
+@pytest.mark.parametrize("method", ["grad", "ig", "expected_gradients", "deepshap"])
+def test_tuple_inputs_and_additional_forward_args_match_captum(method):
+    from captum.attr import DeepLift, IntegratedGradients, Saliency
+
+    model = TwoInputs().eval()
+    g = torch.Generator().manual_seed(4)
+    x1, x2 = torch.randn(5, 6, generator=g), torch.randn(5, 4, generator=g)
+    mask = (torch.rand(5, 8, generator=g) > 0.3).float()
+    t = torch.tensor([0, 1, 2, 0, 1])
+    b1, b2 = torch.randn(5, 6, generator=g), torch.randn(5, 4, generator=g)
+    r1, r2 = torch.randn(3, 6, generator=g), torch.randn(3, 4, generator=g)
+    kw = dict(additional_forward_args=mask, input_range=None)
+    if method == "grad":
+        ours = attribute(model, (x1, x2), t, method="grad", **kw)
+        ref = Saliency(model).attribute((x1, x2), target=t, abs=False, additional_forward_args=mask)
+    elif method == "ig":
+        ours = attribute(model, (x1, x2), t, method="ig", baseline=(b1, b2), n_steps=12, **kw)
+        ref = IntegratedGradients(model).attribute((x1, x2), (b1, b2), target=t, n_steps=12,
+                                                   additional_forward_args=mask)
+    else:       # EG with quadrature and DeepSHAP = the mean over references of IG / DeepLift against each
+        ours = attribute(model, (x1, x2), t, method=method, references=(r1, r2), n_steps=12, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            per = [(IntegratedGradients(model).attribute if method == "expected_gradients" else
+                    DeepLift(model).attribute)((x1, x2), (r1[k:k + 1].expand(5, -1), r2[k:k + 1].expand(5, -1)),
+                                               target=t, additional_forward_args=mask,
+                                               **({"n_steps": 12} if method == "expected_gradients" else {}))
+                   for k in range(3)]
+        ref = tuple(sum(p[i] for p in per) / 3 for i in range(2))
+    assert isinstance(ours, tuple) and len(ours) == 2
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)

@@ -126,3 +126,96 @@ def test_attribute_deepshap_uses_the_fast_path_and_matches(cnn, mnist_small, mon
     assert calls, "the chain model did not take the fast path"
     ra, _ = reference_deepshap(cnn, x, bg.unsqueeze(0), cnn(x).argmax(1))
     assert close(a, ra)
+
+
+# ------------------------------------------------------------------ shap's rules on models outside MNIST
+
+
+def shap_values(model, background, x, target):
+    """shap.DeepExplainer's attributions of logit ``target`` (N x ...)."""
+    import warnings
+
+    shap = pytest.importorskip("shap")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sv = torch.as_tensor(shap.DeepExplainer(model, background).shap_values(x, check_additivity=False)).float()
+    return sv.movedim(-1, 1)[torch.arange(x.shape[0]), target]
+
+
+def summing_unpool(inp, idx, kernel_size, stride=None, padding=0, output_size=None):
+    """max_unpool that adds the values of windows sharing an argmax (shap's scatter keeps one of them)."""
+    n, c = output_size[0], output_size[1]
+    out = inp.new_zeros(n, c, int(torch.tensor(output_size[2:]).prod()))
+    return out.scatter_add_(2, idx.flatten(2), inp.flatten(2)).view(output_size)
+
+
+def out_of_place(model):
+    import copy
+
+    m = copy.deepcopy(model)
+    for mod in m.modules():
+        if hasattr(mod, "inplace"):
+            mod.inplace = False
+    return m
+
+
+def additivity_gap(model, x, refs, t, a):
+    with torch.no_grad():
+        delta = model(x).gather(1, t.view(-1, 1)).squeeze(1) - model(refs)[:, t].mean(0)
+    return float((a.flatten(1).sum(1) - delta).abs().max())
+
+
+@pytest.mark.parametrize("pool", ["overlapping", "disjoint"])
+def test_residual_cnn_with_batchnorm_inplace_relu_matches_shap(pool, monkeypatch):
+    from test_attribution import ResCNN
+
+    model = ResCNN(nn.MaxPool2d(3, 2, 1) if pool == "overlapping" else nn.MaxPool2d(2)).eval()
+    g = torch.Generator().manual_seed(5)
+    x, bg = torch.randn(3, 3, 8, 8, generator=g), torch.randn(6, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 3])
+    ours = attribute(model, x, t, method="deepshap", references=bg)           # in-place ReLUs: an out-of-place copy
+    assert additivity_gap(model, x, bg, t, ours) < 1e-4
+    if pool == "overlapping":   # shap overwrites where windows overlap (breaks additivity); with a summing unpool: ours
+        assert additivity_gap(model, x, bg, t, shap_values(out_of_place(model), bg, x, t)) > 1e-3
+        monkeypatch.setattr(torch.nn.functional, "max_unpool2d", summing_unpool)
+    ref = shap_values(out_of_place(model), bg, x, t)
+    assert close(ours, ref, 1e-4)
+
+
+def test_softmax_head_and_maxpool1d_match_shap():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(dim=1)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, bg = 2 * torch.randn(4, 5, generator=g), 2 * torch.randn(7, 5, generator=g)
+    t = torch.tensor([0, 1, 2, 1])
+    ours = attribute(mlp, x, t, method="deepshap", references=bg, input_range=None)   # softmax: element-wise rule
+    assert close(ours, shap_values(mlp, bg, x, t), 1e-4) and additivity_gap(mlp, x, bg, t, ours) < 1e-5
+    conv1d = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(),
+                           nn.Linear(4 * 5, 3)).eval()
+    x, bg = torch.randn(3, 2, 10, generator=g), torch.randn(5, 2, 10, generator=g)
+    t = torch.tensor([2, 0, 1])
+    ours = attribute(conv1d, x, t, method="deepshap", references=bg, input_range=None)
+    assert close(ours, shap_values(conv1d, bg, x, t), 1e-4) and additivity_gap(conv1d, x, bg, t, ours) < 1e-4
+
+
+class FunctionalReLU(nn.Module):
+    def __init__(self, branch=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.branch = nn.Linear(5, 8), nn.Linear(8, 3), branch
+
+    def forward(self, x):
+        if self.branch and bool(x.sum() > -1e9):      # data-dependent control flow: torch.fx cannot trace it
+            return self.b(torch.nn.functional.relu(self.a(x)))
+        return self.b(torch.nn.functional.relu(self.a(x)))
+
+
+def test_functional_nonlinearity_is_refused_or_warned_and_unknown_modules_refused():
+    x, bg = torch.randn(3, 5), torch.randn(4, 5)
+    with pytest.raises(ValueError, match="functional"):
+        attribute(FunctionalReLU().eval(), x, method="deepshap", references=bg)
+    with pytest.warns(UserWarning, match="f\\(x\\) - mean f"):     # not traceable: the additivity check catches it
+        attribute(FunctionalReLU(branch=True).eval(), x, method="deepshap", references=bg)
+    with pytest.raises(ValueError, match="LayerNorm"):
+        attribute(nn.Sequential(nn.Linear(5, 5), nn.LayerNorm(5), nn.Linear(5, 2)).eval(), x, method="deepshap",
+                  references=bg)
