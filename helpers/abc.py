@@ -19,11 +19,10 @@ For one input ``x`` (``d`` features) with predicted class ``t`` (or a given ``ta
 4. **Conformance.** ``ABC(x) = (1/S) sum_s 1[label of x^(s) = t]``.
 
 **Random numbers (common random numbers).** Sample ``s`` uses row ``s`` of a ``S x d`` table of uniforms ``U`` that
-depends only on ``seed``: block ``k`` (samples ``64 k .. 64 k + 63``) is
-``numpy.random.default_rng((seed, stream, k)).random((64, d))``, on the CPU, then moved to the model's device.
-Sample ``s`` changes feature ``j`` iff ``U[s, j] < p_j``; a second table (``stream = 1``) picks the reference. Every
-input sees the same ``U``: the result for an input does not depend on the other inputs, its position in the batch,
-the chunk size or the device, and a run with more samples starts with the same ones.
+depends only on ``seed`` (:func:`uniforms`: ``U[s, j] = hash_uniform(seed, s d + j)``, the package's counter-based
+scheme). Sample ``s`` changes feature ``j`` iff ``U[s, j] < p_j``; a second table picks the reference. Every input
+sees the same ``U``: an input's result does not depend on the other inputs, its position in the batch, the chunk
+size or the device, and a run with more samples starts with the same ones.
 
 **Default budget.** ``budget=None`` means :func:`default_budget`: a fixed fraction of the ``d`` features,
 ``DEFAULT_BUDGET_FRACTION * d`` (at least one feature). The fraction is MNIST's budget, chosen on the validation split
@@ -34,15 +33,14 @@ same *share* of its features changed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 from .attribution import METHODS, Explanation, explain
-from .batching import bytes_per_image, chunk_size_for, predict, run_chunked
-from .validation import check_finite, check_like, check_positive_int, check_target
+from .batching import bytes_per_image, chunk_size_for, hash_uniform, keys, predict, run_chunked
+from .validation import as_classifier, check_finite, check_like, check_positive_int, check_target
 
 __all__ = ["ABCResult", "abc_confidence", "abc_weights", "weights_from_multipliers", "inclusion_probabilities",
            "mutated_copies", "uniforms", "default_budget", "flip_rate_by_bin", "DEFAULT_BUDGET",
@@ -54,8 +52,9 @@ DEFAULT_BUDGET = 10.0
 DEFAULT_BUDGET_FRACTION = DEFAULT_BUDGET / 784
 #: samples per input in quick work; the paper-scale protocol uses 1000
 DEFAULT_SAMPLES = 100
-#: samples per block of the uniform table (one generator per block)
+#: samples per block of the loop over samples (it does not change the result)
 SAMPLE_BLOCK = 64
+_STREAM = 51          # ABC's streams of the package's counter-based random numbers: 51 (masks), 52 (references), 53+
 
 
 @dataclass
@@ -139,16 +138,14 @@ def inclusion_probabilities(weights: torch.Tensor, budget: float) -> torch.Tenso
     return p.to(weights.dtype)
 
 
-def uniforms(seed: int, start: int, stop: int, d: int, stream: int = 0) -> torch.Tensor:
-    """Rows ``start .. stop`` of the common uniform table ``U`` (``(stop - start) x d`` float32, CPU).
+def uniforms(seed: int, start: int, stop: int, d: int, stream: int = 0,
+             device: Optional[torch.device] = None) -> torch.Tensor:
+    """Rows ``start .. stop`` of the common uniform table ``U`` (``(stop - start) x d`` float32).
 
-    Block ``k`` of :data:`SAMPLE_BLOCK` rows comes from ``numpy.random.default_rng((seed, stream, k))``, so a row
-    depends only on ``(seed, stream, row)``.
+    ``U[s, j] = hash_uniform(seed, s * d + j, stream)`` (:func:`helpers.batching.hash_uniform`, the package's one
+    counter-based scheme): a pure function of ``(seed, stream, s, j)``, the same on every device and in every chunk.
     """
-    first, last = start // SAMPLE_BLOCK, (stop - 1) // SAMPLE_BLOCK
-    blocks = [np.random.default_rng((seed, stream, k)).random((SAMPLE_BLOCK, d), dtype=np.float32)
-              for k in range(first, last + 1)]
-    return torch.from_numpy(np.concatenate(blocks)[start - first * SAMPLE_BLOCK:stop - first * SAMPLE_BLOCK])
+    return hash_uniform(seed, keys(stop - start, d, device or torch.device("cpu"), start=start * d), stream=_STREAM + stream)
 
 
 def mutated_copies(x: torch.Tensor, references: torch.Tensor, inclusion: torch.Tensor, seed: int, start: int,
@@ -164,7 +161,7 @@ def mutated_copies(x: torch.Tensor, references: torch.Tensor, inclusion: torch.T
     xf = x.reshape(n, 1, -1)                                               # N x 1 x d
     d = xf.shape[2]
     refs = references.to(dev).reshape(references.shape[0], references.shape[1], d)
-    changed = uniforms(seed, start, stop, d).to(dev).unsqueeze(0) < inclusion.to(dev).unsqueeze(1)   # N x b x d
+    changed = uniforms(seed, start, stop, d, device=dev).unsqueeze(0) < inclusion.to(dev).unsqueeze(1)  # N x b x d
     if refs.shape[1] == 1:
         values = refs                                                      # (N|1) x 1 x d, broadcast over samples
     else:
@@ -172,7 +169,7 @@ def mutated_copies(x: torch.Tensor, references: torch.Tensor, inclusion: torch.T
         n_diff = differ.sum(1, keepdim=True)
         order = (~differ).to(torch.int8).sort(dim=1, stable=True).indices  # differing references first
         ranked = refs.expand(n, -1, -1).gather(1, order)
-        v = uniforms(seed, start, stop, d, stream=1).to(dev).unsqueeze(0)
+        v = uniforms(seed, start, stop, d, stream=1, device=dev).unsqueeze(0)
         pick = torch.minimum((v * n_diff).long(), (n_diff - 1).clamp_min(0))   # N x b x d
         values = ranked.gather(1, pick)
     copies = torch.where(changed, values, xf)
@@ -188,16 +185,19 @@ def _check_budget(budget: object) -> float:
     return float(budget)
 
 
-def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", baseline=None,
+def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], *, method: str = "ig", baseline=None,
                    n_samples: int = DEFAULT_SAMPLES, budget: Optional[float] = None, seed: int = 0,
                    return_details: bool = False, target: Optional[torch.Tensor] = None,
                    chunk_size: Optional[int] = None, explanation: Optional[Explanation] = None,
-                   keep_masks: bool = True, **options):
+                   keep_masks: bool = True, additional_forward_args: Any = None, **options):
     """Attribution-based confidence of ``model`` on ``x``: ``N`` values in [0, 1] (see the module docstring).
 
     Args:
         model: ``nn.Module`` in eval mode returning logits ``N x C``.
-        x: one input tensor ``N x ...`` (images ``N x C x H x W``, tabular ``N x d``), finite floats.
+        x: inputs ``N x ...`` (images ``N x C x H x W``, tabular ``N x d``), finite floats, or a tuple of them for
+            ``model(x1, x2, ...)``: they are packed into ``N x D`` rows (:func:`helpers.validation.as_classifier`),
+            and weights, probabilities and masks are over the packed features. Single-logit models (``N`` or
+            ``N x 1``) are read as two classes (``[-z, z]``).
         method, baseline: the attribution (:data:`helpers.attribution.METHODS`; a baseline name, a number, a tensor,
             or ``None`` for the method's default).
         n_samples: ``S`` changed copies per input (the paper uses 1000).
@@ -210,15 +210,12 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
         explanation: a precomputed :func:`helpers.attribution.explain` result for ``x`` to reuse across budgets,
             seeds or sample counts (``method``, ``baseline`` and ``options`` are then ignored).
         keep_masks: with ``return_details``, also return the ``N x S x ...`` masks (``N*S*d`` bytes).
+        additional_forward_args: extra arguments of ``model`` (as in captum); never changed.
         **options: passed to :func:`helpers.attribution.explain` (``n_steps``, ``n_references``, ``references``, ...).
 
     Returns:
         ``N`` confidences on ``x``'s device (float32), or an :class:`ABCResult` on the CPU.
     """
-    if isinstance(x, (tuple, list)):
-        raise TypeError("x must be one tensor N x ...; abc_confidence does not take a tuple of inputs. Wrap a "
-                        "model with several inputs in an nn.Module that takes one tensor (e.g. the inputs "
-                        "concatenated along dim 1) and pass that")
     check_positive_int(n_samples, "n_samples")
     check_positive_int(seed, "seed", minimum=0)
     if chunk_size is not None:
@@ -226,29 +223,32 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     budget = None if budget is None else _check_budget(budget)
+    c = as_classifier(model, x, additional_forward_args)
     if explanation is None:
-        e = explain(model, x, target, method, baseline, seed=seed, **options)
+        e = explain(model, x, target, method, baseline, seed=seed, additional_forward_args=additional_forward_args,
+                    **options)
     else:
         e = explanation
-        if e.attributions.shape != x.shape:
+        if e.attributions.shape != c.x.shape:
             raise ValueError(f"explanation is for inputs of shape {tuple(e.attributions.shape)}, x has shape "
-                             f"{tuple(x.shape)}")
-    budget = default_budget(x[0].numel()) if budget is None else budget
+                             f"{tuple(c.x.shape)}")
+    budget = default_budget(c.n_features) if budget is None else budget
     dev = e.attributions.device
-    xd, refs = x.to(dev), e.references.to(dev)
+    xd, refs = c.x.to(dev), e.references.to(dev)
     check_finite(refs, "baseline")
-    n, shape, s_total = x.shape[0], tuple(x.shape[1:]), n_samples
+    n, shape, s_total = xd.shape[0], tuple(xd.shape[1:]), n_samples
     w = weights_from_multipliers(e.multipliers, xd, refs)
     p = inclusion_probabilities(w, budget)
     rows = chunk_size or chunk_size_for(bytes_per_image(xd), device=dev, maximum=8192)
 
     def block(s0: int, s1: int, keep: bool) -> torch.Tensor:
-        def run(a: int, c: int) -> torch.Tensor:
-            copies, changed = mutated_copies(xd[a:c], refs[a:c] if refs.shape[0] > 1 else refs, p[a:c], seed, s0, s1)
+        def run(a: int, hi: int) -> torch.Tensor:
+            copies, changed = mutated_copies(xd[a:hi], refs[a:hi] if refs.shape[0] > 1 else refs, p[a:hi], seed, s0,
+                                             s1)
             if keep:
                 return changed.cpu()
-            lab = predict(model, copies.reshape(-1, *shape), batch_size=rows).view(c - a, s1 - s0)
-            return torch.stack([lab, changed.flatten(2).sum(2)], dim=2)          # (c - a) x b x 2
+            lab = predict(c.model, copies.reshape(-1, *shape), batch_size=rows).view(hi - a, s1 - s0)
+            return torch.stack([lab, changed.flatten(2).sum(2)], dim=2)          # (hi - a) x b x 2
         return run_chunked(run, n, max(1, rows // (s1 - s0)))
 
     spans = [(s0, min(s_total, s0 + SAMPLE_BLOCK)) for s0 in range(0, s_total, SAMPLE_BLOCK)]
@@ -257,7 +257,7 @@ def abc_confidence(model: nn.Module, x: torch.Tensor, *, method: str = "ig", bas
         labels, counts = out[..., 0], out[..., 1]
         conf = (labels == e.target.to(dev).view(-1, 1)).float().mean(1)
         if not return_details:
-            return conf.to(x.device)
+            return conf.to(c.x.device if isinstance(x, (tuple, list)) else x.device)
         masks = torch.cat([block(s0, s1, True) for s0, s1 in spans], dim=1) if keep_masks else None
     return ABCResult(confidence=conf.cpu(), predicted=e.target.cpu(), attributions=e.attributions.cpu(),
                      multipliers=e.multipliers.cpu(), references=refs.cpu(), weights=w.cpu(), inclusion=p.cpu(),
@@ -288,7 +288,7 @@ def flip_rate_by_bin(model: nn.Module, x: torch.Tensor, scores: torch.Tensor, ba
     bins = torch.where(eligible, rank * n_bins // eligible.sum(1, keepdim=True).clamp_min(1), -1)
     out = torch.zeros(n, n_bins)
     for q in range(n_bins):
-        u = torch.where((bins == q).unsqueeze(1), uniforms(seed, 0, n_samples, d, stream=2 + q).to(x.device), 2.0)
+        u = torch.where((bins == q).unsqueeze(1), uniforms(seed, 0, n_samples, d, stream=2 + q, device=x.device), 2.0)
         thr = u.topk(min(k, d), dim=2, largest=False).values[..., -1:]
         xs = torch.where((u <= thr) & (u < 2.0), bf, xf).reshape(n * n_samples, *x.shape[1:])
         labels = predict(model, xs).cpu().view(n, n_samples)

@@ -235,6 +235,45 @@ def test_default_budget_is_relative_to_the_number_of_features():
     torch.testing.assert_close(r.inclusion.sum(1), torch.full((2,), 4096 * 10 / 784))
 
 
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(7, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.cat([a.flatten(1), b.flatten(1)], 1))
+
+
+class Concatenated(nn.Module):
+    def __init__(self, two: TwoInputs) -> None:
+        super().__init__()
+        self.two = two
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.two(x[:, :4].view(-1, 2, 2), x[:, 4:])
+
+
+def test_tuple_inputs_and_single_logit_models_are_the_packed_model():
+    """A tuple (x1, x2) is scored like the one-tensor model on the concatenated features; a single logit z like [-z, z]."""
+    torch.manual_seed(0)
+    two = TwoInputs().eval()
+    a, b = torch.rand(6, 2, 2), torch.rand(6, 3)
+    kw = dict(n_samples=64, budget=2.0, n_steps=8, return_details=True, seed=4)
+    r2 = abc_confidence(two, (a, b), **kw)
+    r1 = abc_confidence(Concatenated(two).eval(), torch.cat([a.flatten(1), b], 1), **kw)
+    assert torch.equal(r2.labels, r1.labels) and torch.equal(r2.masks, r1.masks)
+    torch.testing.assert_close(r2.inclusion, r1.inclusion)
+    logit = nn.Sequential(nn.Linear(5, 1)).eval()
+    pair = nn.Sequential(logit, nn.Linear(1, 2)).eval()
+    with torch.no_grad():
+        pair[1].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        pair[1].bias.zero_()
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
+    kw = dict(n_samples=64, budget=2.0, n_steps=8, return_details=True, baseline=0.0)
+    r_logit, r_pair = abc_confidence(logit, x, **kw), abc_confidence(pair, x, **kw)
+    assert torch.equal(r_logit.predicted, r_pair.predicted) and torch.equal(r_logit.labels, r_pair.labels)
+
+
 def test_flip_rate_by_bin_hand_case():
     """Ranks (1, .1, .1, .1): bin 0 = {x0, x1}, bin 1 = {x2, x3}; one feature per sample: bin 0 flips half the time."""
     model = FlipOnFeature0().eval()
@@ -257,8 +296,6 @@ def test_bad_input(cnn, mnist_small):
         abc_confidence(cnn, x, n_samples=2.5)
     with pytest.raises(ValueError, match="seed"):
         abc_confidence(cnn, x, seed=-1)
-    with pytest.raises(TypeError, match="tuple"):
-        abc_confidence(cnn, (x, x))
     bad = x.clone()
     bad[1, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="x contains"):
