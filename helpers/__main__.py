@@ -73,7 +73,8 @@ def main(argv=None) -> int:
             print(f"executing {p.name} (SCALE={scale()}) ...", flush=True)
             stats = execute_notebook(p, scale=scale(), timeout=args.timeout, out_dir=BUILD_DIR / "notebooks",
                                      html=True)
-            print(f"  done in {stats['wall_seconds']:.0f}s, peak {stats['peak_rss_mb']:.0f} MB", flush=True)
+            print(f"  done in {stats['wall_seconds']:.0f}s, peak {stats['peak_rss_mb']:.0f} MB, "
+                  f"{stats['images']} figure(s)", flush=True)
     elif args.cmd == "report":
         from .report import build_report
 
