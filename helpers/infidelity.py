@@ -30,24 +30,25 @@ SAMPLE_BLOCK = 256
 Attributions = Union[torch.Tensor, Mapping[str, torch.Tensor]]
 
 
-def forward_fn(model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The one fast inference-only forward of :mod:`helpers.fastpath` (traced on ``x[:8]``)."""
-    return fastpath.jit_forward(model, x[:8])
+def take(args: tuple, n: int, a: int, b: int, s: int = 1) -> tuple:
+    """Rows ``a:b`` of the extra forward arguments that have ``n`` rows, each repeated ``s`` times (others as given)."""
+    return tuple(v[a:b].repeat_interleave(s, 0) if torch.is_tensor(v) and v.dim() and len(v) == n else v for v in args)
 
 
-def logits_at(fm: Callable, xs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``fm(xs)[i, target[i]]`` (``xs``: ``B x ...``) -> ``B``, in chunks sized by bytes, under inference mode."""
-    rows = chunk_size_for(bytes_per_image(xs), device=xs.device)
+def logits_at(fm: Callable, xs: torch.Tensor, target: torch.Tensor, args: tuple = ()) -> torch.Tensor:
+    """``fm(xs, *args)[i, target[i]]`` (``xs``: ``B x ...``) -> ``B``, chunked by bytes, under inference mode."""
+    rows, n = chunk_size_for(bytes_per_image(xs), device=xs.device), xs.shape[0]
     with torch.inference_mode():
-        return run_chunked(lambda a, b: fm(xs[a:b]).gather(1, target[a:b].view(-1, 1)).squeeze(1), xs.shape[0], rows)
+        return run_chunked(lambda a, b: fm(xs[a:b], *take(args, n, a, b)).gather(1, target[a:b].view(-1, 1)).squeeze(1),
+                           n, rows)
 
 
-def resolve_target(model: nn.Module, x: torch.Tensor, target) -> Tuple[torch.Tensor, torch.Tensor]:
+def resolve_target(model: nn.Module, x: torch.Tensor, target, args: tuple = ()) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(target, logits)``: ``target`` checked against the model's classes (``None`` -> the predicted class),
     both on ``x``'s device (``x``: ``N x ...`` on the model's device)."""
     rows = chunk_size_for(bytes_per_image(x), device=x.device)
     with torch.inference_mode():
-        out = run_chunked(lambda a, b: model(x[a:b]), x.shape[0], rows)
+        out = run_chunked(lambda a, b: model(x[a:b], *take(args, x.shape[0], a, b)), x.shape[0], rows)
     if out.dim() != 2:
         raise ValueError(f"model must return N x C logits, got shape {tuple(out.shape)}")
     t = check_target(target, x.shape[0], n_classes=out.shape[1])
@@ -60,17 +61,17 @@ def generator(device: torch.device, seed: int, block: int = 0) -> torch.Generato
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, perturbation, target, n_samples: Optional[int], seed: int,
-             reduce: Callable[[slice, Draw, torch.Tensor], None]) -> Tuple[torch.Tensor, int]:
+             reduce: Callable[[slice, Draw, torch.Tensor], None], args: tuple = ()) -> Tuple[torch.Tensor, int]:
     """Draw the perturbations block by block, evaluate ``Δf = f(x) - f(x - I)`` and hand each block to
     ``reduce(rows, draw, diff)`` (``diff``: ``r x s``). Returns ``(target, n_samples)``.
 
-    ``x`` (``N x ...``) is already on the model's device; the target is checked against the model's outputs.
+    ``x`` (``N x ...``) is on the model's device; ``args``: extra forward arguments (tensors with ``N`` rows follow x).
     """
     p = as_perturbation(perturbation)
     n = int(getattr(p, "default_samples", 1000)) if n_samples is None else check_positive_int(n_samples, "n_samples")
-    t, out = resolve_target(model, x, target)
+    t, out = resolve_target(model, x, target, args)
     fx = out.gather(1, t.view(-1, 1)).squeeze(1)
-    fm = forward_fn(model, x)
+    fm = fastpath.jit_forward(model, x[:8]) if not args else model          # the one fast forward
     shape = tuple(x.shape[1:])
     for b, s0 in enumerate(range(0, n, SAMPLE_BLOCK)):
         s = min(SAMPLE_BLOCK, n - s0)
@@ -80,7 +81,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbation, target, n_samples:
             d = draw(p, x, rows, s0, s, generator(x.device, seed, b))
             r = rows.stop - rows.start
             xp = (x[rows].unsqueeze(1) - d.I).reshape((-1,) + shape)
-            diff = fx[rows].unsqueeze(1) - logits_at(fm, xp, t[rows].repeat_interleave(s)).view(r, s)
+            extra = take(args, x.shape[0], rows.start, rows.stop, s)
+            diff = fx[rows].unsqueeze(1) - logits_at(fm, xp, t[rows].repeat_interleave(s), extra).view(r, s)
             reduce(rows, d, diff)
     return t, n
 
@@ -103,7 +105,7 @@ def infidelity_from_samples(dot: torch.Tensor, diff: torch.Tensor, weights: Opti
 
 
 def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, perturbation, target=None,
-               n_samples: Optional[int] = None, normalize: bool = False, seed: int = 0
+               n_samples: Optional[int] = None, normalize: bool = False, seed: int = 0, additional_forward_args: tuple = ()
                ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
     """Infidelity ``E_I[(IᵀΦ - (f(x) - f(x - I)))²]`` per input from ``n_samples`` perturbations.
 
@@ -118,6 +120,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, pe
         n_samples: perturbations per input (``None``: the perturbation's ``default_samples``, else 1,000).
         normalize: rescale ``Φ`` by the optimal ``β`` first.
         seed: seed of the perturbations (shared by every input, see the module docstring).
+        additional_forward_args: extra arguments of ``model(x, *args)`` (tensors with ``N`` rows follow their input).
     Returns: ``N`` infidelities (float32, CPU), or a dict of them when ``attributions`` is a dict.
     """
     check_model(model)
@@ -141,7 +144,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, pe
         acc[rows] += torch.stack([(w * (dot - df) ** 2).sum(1), (w * dot * dot).sum(1), (w * dot * df).sum(1),
                                   (w * df * df).sum(1).expand(r, dot.shape[2]), w.sum(1).expand(r, dot.shape[2])], -1)
 
-    evaluate(model, xd, perturbation, target, n_samples, seed, reduce)
+    evaluate(model, xd, perturbation, target, n_samples, seed, reduce, tuple(additional_forward_args))
     sq, a, b, c, sw = acc.unbind(-1)
     if normalize:                                    # min over β of Σ w (β dot - df)² = Σ w df² - (Σ w dot df)² / Σ w dot²
         beta = b / torch.where(a == 0, torch.ones_like(a), a)

@@ -71,7 +71,8 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
 
 
 def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=None, n_samples: Optional[int] = None,
-                        ridge: float = 0.0, *, method: str = "auto", seed: int = 0) -> torch.Tensor:
+                        ridge: float = 0.0, *, method: str = "auto", seed: int = 0, additional_forward_args: tuple = ()
+                        ) -> torch.Tensor:
     """The infidelity-optimal explanation ``Φ* = E[IIᵀ]⁻¹ E[I Δf]`` per input, in the perturbation's units.
 
     Args:
@@ -81,7 +82,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
         ridge: ``λ >= 0`` added to the diagonal of ``E[IIᵀ]`` (0: pseudo-inverse if singular).
         method: ``"closed_form"`` (known ``E[IIᵀ]``: ``perturbation.second_moment``), ``"lstsq"``, or ``"auto"``
             (closed form when available).
-        seed: seed of the perturbations (shared by every input).
+        seed: seed of the perturbations (shared by every input); additional_forward_args: as for ``infidelity``.
     Returns: ``N x ...`` like ``x`` (float32, CPU).
     """
     check_model(model)
@@ -119,7 +120,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
             else:
                 gram[key] = gram.get(key, 0) + g
 
-    evaluate(model, xd, perturbation, target, n_samples, seed, reduce)
+    evaluate(model, xd, perturbation, target, n_samples, seed, reduce, tuple(additional_forward_args))
     if len(gram) > 1:
         raise ValueError("the perturbation's draws must be either shared by every input or per input, not both")
     s1 = acc["1"]

@@ -295,3 +295,22 @@ def test_bad_input_names_the_problem(linear_model):
     with pytest.raises(ValueError, match="input_range"):
         NoisyBaseline(0.2, input_range=(1.0, 0.0))
     assert math.isfinite(float(infidelity(linear_model, x, a, ShapSubset(), n_samples=3).sum()))
+
+
+def test_additional_forward_args_follow_their_inputs():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = Net(d=7, c=3)
+
+        def forward(self, x, mask):
+            return self.net(x * mask)
+
+    model, x = Masked().eval(), _x(4, shape=(7,))
+    mask = (torch.rand(4, 7, generator=torch.Generator().manual_seed(1)) > 0.3).float()
+    attr = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    got = infidelity(model, x, attr, Gaussian(0.1), n_samples=40, seed=3, additional_forward_args=(mask,))
+    for k in range(4):                                    # one input at a time with its own mask fixed in the model
+        fixed = type("Fixed1", (nn.Module,), {"forward": lambda self, v, m=mask[k:k + 1]: model(v, m.expand(len(v), -1))})()
+        torch.testing.assert_close(got[k:k + 1], infidelity(fixed.eval(), x[k:k + 1], attr[k:k + 1], Gaussian(0.1),
+                                                            n_samples=40, seed=3))
