@@ -165,7 +165,7 @@ def summary_table(all_results: List[Mapping[str, Any]]) -> str:
     rows = []
     for res in all_results:
         s = res.get("summary") or {}
-        rows.append({"notebook": res["name"], "verdict": s.get("verdict", "_(no summary saved)_").replace("|", "/"),
+        rows.append({"notebook": res["name"], "verdict": " ".join(s.get("verdict", "_(no summary saved)_").replace("|", "/").split()),
                      "headline numbers [95 % CI]": "; ".join(_headline(h) for h in s.get("headline", []))})
     return markdown_table(rows)
 
