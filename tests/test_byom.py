@@ -53,6 +53,9 @@ REFUSED = (ValueError, TypeError, NotImplementedError)
 #: tests (regular expressions on the test id) that fail on a bug its owner has been asked to fix
 #: (/work/requests/<OWNER>.md); strict, so a fix turns them into failures until the entry is removed
 AWAITING = {
+    r"test_attribute_every_method.*\[(smoothgrad|ig-uniform_baseline|ig-gaussian_baseline|"
+    r"expected_gradients-random_points)-": "ATT",
+    r"test_image_shifts_on_normalised": "CAL",
     r"test_extra_forward_argument_mask": "ATT",
     r"test_infidelity_on_two_inputs_and_an_extra_argument": "INF",
     r"test_sensitivity_max_on_two_inputs": "INF",
@@ -123,27 +126,34 @@ def _right_or_refused(call, check, match):
 
 # ---------------------------------------------------------------------------------------------------------------- attribute
 
-METHOD_OPTIONS = {
-    "grad": {},
-    "ig": dict(n_steps=16),
-    "smoothgrad": dict(n_samples=8),
-    "gbp": {},
-    "expected_gradients": dict(n_steps=4),
-    "deepshap": {},
+METHOD_OPTIONS = {      # id -> (method, options)
+    "grad": ("grad", {}),
+    "ig": ("ig", dict(n_steps=16)),
+    "ig-uniform_baseline": ("ig", dict(n_steps=8, baseline="uniform")),
+    "ig-gaussian_baseline": ("ig", dict(n_steps=8, baseline="gaussian")),
+    "smoothgrad": ("smoothgrad", dict(n_samples=8)),
+    "gbp": ("gbp", {}),
+    "expected_gradients": ("expected_gradients", dict(n_steps=4)),
+    "expected_gradients-random_points": ("expected_gradients", {}),
+    "deepshap": ("deepshap", {}),
 }
 
 
 @pytest.mark.parametrize("name", ["resnet", "mlp", "lenet"])
-@pytest.mark.parametrize("method", list(METHOD_OPTIONS))
-def test_attribute_every_method_is_independent_of_batch_position_and_chunking(models, name, method):
+@pytest.mark.parametrize("variant", list(METHOD_OPTIONS))
+def test_attribute_every_method_is_independent_of_batch_position_and_chunking(models, name, variant):
+    """Random choices (noise, random baselines, EG's points) are common random numbers: the same for every input."""
     model, x, refs = models[name]
-    opts = dict(METHOD_OPTIONS[method])
+    method, opts = METHOD_OPTIONS[variant][0], dict(METHOD_OPTIONS[variant][1])
     if method in ("expected_gradients", "deepshap"):
         opts["references"] = refs
+    if opts.get("baseline") in ("uniform", "gaussian"):
+        opts["input_range"] = (float(x.min()), float(x.max()))
     a = attribute(model, x, method=method, **opts)
     assert a.shape == x.shape and a.dtype == x.dtype and bool(torch.isfinite(a).all())
     assert a.abs().sum() > 0
-    _close(attribute(model, x[:3], method=method, **opts), a[:3])              # the other inputs do not matter
+    _close(attribute(model, x[1:4], method=method, **opts), a[1:4])            # the other inputs do not matter
+    _close(attribute(model, x.flip(0), method=method, **opts).flip(0), a)      # nor an input's position
     _close(attribute(model, x, method=method, chunk_size=2, **opts), a)        # nor the chunk size
 
 
@@ -339,7 +349,8 @@ def test_abc_runs_and_is_independent_of_batch_position(models, name):
     kw = dict(n_samples=24, n_steps=8, baseline="zero", seed=3)
     c = abc_confidence(model, x, **kw)
     assert c.shape == (x.shape[0],) and ((c >= 0) & (c <= 1)).all()
-    _close(abc_confidence(model, x[:3], **kw), c[:3])
+    _close(abc_confidence(model, x[1:4], **kw), c[1:4])
+    _close(abc_confidence(model, x.flip(0), **kw).flip(0), c)
     _close(abc_confidence(model, x, chunk_size=7, **kw), c)
 
 
@@ -362,7 +373,8 @@ def test_abc_on_two_inputs_and_an_extra_argument():
     model, x, mask = B.masked()
     r = abc_confidence(model, x, n_samples=32, n_steps=8, baseline=1.0, budget=3.0, return_details=True,
                        additional_forward_args=(mask,))
-    assert (r.inclusion.reshape(8, -1)[:, -2:] == 0).all(), "masked features have no gradient: never mutated"
+    assert (r.inclusion.reshape(8, -1)[:, 6:8] == 0).all(), "masked features have no gradient: never mutated"
+    assert (r.inclusion.reshape(8, -1)[:, :6] > 0).any()
 
 
 def test_abc_refuses_a_bad_target(models):
@@ -415,7 +427,7 @@ def test_infidelity_accepts_a_user_object_and_a_perturb_func(models):
     a = attribute(model, x, t, method="grad")
     v = infidelity(model, x, a, _UserPerturbation(0.1), target=t, n_samples=400, seed=1)
     assert v.shape == (x.shape[0],) and (v >= 0).all()
-    _close(infidelity(model, x[:5], a[:5], _UserPerturbation(0.1), target=t[:5], n_samples=400, seed=1), v[:5])
+    _close(infidelity(model, x[2:7], a[2:7], _UserPerturbation(0.1), target=t[2:7], n_samples=400, seed=1), v[2:7])
 
     def perturb_func(xs):
         noise = 0.1 * torch.randn_like(xs)
@@ -476,8 +488,8 @@ def test_perturbations_work_on_any_shape(shape, make):
     p = make()
     i = p.sample(x, 6, torch.Generator().manual_seed(1))
     assert i.shape == (shape[0], 6) + shape[1:] and bool(torch.isfinite(i).all())
-    j = p.sample(x[:2], 6, torch.Generator().manual_seed(1))
-    _close(i[:2], j)            # common random numbers: the other inputs do not change an input's perturbations
+    j = p.sample(x.flip(0)[:2], 6, torch.Generator().manual_seed(1))
+    _close(i.flip(0)[:2], j)            # common random numbers: the other inputs do not change an input's perturbations
 
 
 def test_square_refuses_tabular_inputs_and_noisy_baseline_keeps_the_range():
@@ -506,7 +518,8 @@ def test_sensitivity_max(models, name):
     model, x, _ = models[name]
     s = sensitivity_max(_explainer(model), x, radius=0.05, n_samples=6, seed=2)
     assert s.shape == (x.shape[0],) and (s >= 0).all() and bool(torch.isfinite(s).all())
-    _close(sensitivity_max(_explainer(model), x[:3], radius=0.05, n_samples=6, seed=2), s[:3])
+    _close(sensitivity_max(_explainer(model), x[1:4], radius=0.05, n_samples=6, seed=2), s[1:4])
+    _close(sensitivity_max(_explainer(model), x.flip(0), radius=0.05, n_samples=6, seed=2).flip(0), s)
     # the identity explanation: ‖z‖ / ‖x‖ over the L∞ ball, at most r √d / ‖x‖
     ident = sensitivity_max(lambda v, target=None: v.clone(), x, radius=0.05, n_samples=6, seed=2)
     bound = 0.05 * math.sqrt(x[0].numel()) / x.flatten(1).norm(dim=1)
@@ -530,7 +543,9 @@ def test_smooth_averages_the_explanation(models, kernel):
     _close(ident(x), x, rtol=0, atol=0.05)                  # E[x + z] = x, no clamp to [0, 1]
     g = smooth(_explainer(model), kernel=kernel, radius=1e-5, n_samples=4)
     _close(g(x), attribute(model, x, method="grad"), rtol=1e-3, atol=1e-5)
-    _close(g(x[:3]), g(x)[:3])
+    _close(g(x.flip(0)).flip(0), g(x))
+    sg = smooth(_explainer(model), kernel=kernel, radius=0.3, n_samples=8, seed=1)
+    _close(sg(x.flip(0)).flip(0), sg(x))                    # the noise does not depend on an input's position
 
 
 @pytest.mark.parametrize("name,perturbation", [("mlp", Gaussian(1.0)),
@@ -708,7 +723,7 @@ def test_image_shifts_on_normalised_three_channel_images(models):
     _close(rotate(x, 90.0, input_range=None), torch.rot90(x, 1, dims=(2, 3)), rtol=1e-4, atol=1e-4)
     n = add_noise(x, 0.1, seed=0, input_range=None)
     assert (n - x).abs().max() < 1 and n.min() < -1
-    _close(add_noise(x[:3], 0.1, seed=0, input_range=None), n[:3])
+    _close(add_noise(x.flip(0), 0.1, seed=0, input_range=None).flip(0), n)
     _close(blend(x, -x, 0.5, input_range=None), torch.zeros_like(x))
     with pytest.raises(ValueError, match="x"):
         rotate(torch.randn(4, 30), 10.0)
