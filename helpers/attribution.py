@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .baselines import BASELINES, MNIST_RANGE, BaselineLike, make_baseline, make_references
-from .batching import bytes_per_image, chunk_size_for, forward, hash_normal, hash_uniform, keys, mix_int, run_chunked
+from .batching import bytes_per_image, chunk_size_for, forward, hash_normal, hash_uniform, keys, run_chunked
 from .deepshap import deeplift_multipliers, deepshap_chain, deepshap_multipliers
 from .fastpath import fast_forward
 from .validation import Classifier, as_classifier, check_like, check_n_samples, check_target
@@ -46,7 +46,6 @@ MULTI_REFERENCE = ("expected_gradients", "deepshap")
 INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 #: DeepSHAP warns when ``|sum A - (f(x) - mean f(r))| > ADDITIVITY_TOL * (1 + |f(x) - mean f(r)|)``
 ADDITIVITY_TOL = 1e-2
-_keys, _mix_int = keys, mix_int  # old private names used by helpers.abc
 
 
 @dataclass
@@ -167,14 +166,14 @@ def _by_deepshap(job: _Job, a: int, b: int) -> Tuple[torch.Tensor, torch.Tensor]
     return ((xa - r) * mult).mean(1), mult.mean(1)
 
 
-#: method -> (rows a:b -> (A, G), gradient rows per input)
+#: method -> (rows a:b -> (A, G), gradient rows per input; the deepshap chain chunks its pairs itself)
 _METHODS: Dict[str, Tuple[Callable[[_Job, int, int], Tuple[torch.Tensor, torch.Tensor]], Callable[[_Job], int]]] = {
     "grad": (_by_grad, lambda j: 1),
     "gbp": (_by_gbp, lambda j: 1),
     "smoothgrad": (_by_smoothgrad, lambda j: j.opts["n_samples"]),
     "ig": (_by_path, lambda j: j.refs.shape[1] * (j.opts["n_steps"] or 1)),
     "expected_gradients": (_by_path, lambda j: j.refs.shape[1] * (j.opts["n_steps"] or 1)),
-    "deepshap": (_by_deepshap, lambda j: 2 * j.refs.shape[1]),
+    "deepshap": (_by_deepshap, lambda j: 1 if deepshap_chain(j.model) is not None else 2 * j.refs.shape[1]),
 }
 
 
@@ -209,12 +208,7 @@ def _resolve_refs(method: str, c: Classifier, baseline: Any, references: Any, o:
                          "tuple with one tensor per input (or a number or a name)")
     if c.packed and isinstance(value, (tuple, list)):   # one tensor per input (rows 1, N or K): pack like c.x
         value = torch.cat([v.to(x.device, x.dtype).reshape(v.shape[0], -1) for v in value], dim=1)
-        n, extra = x.shape[0], x[:, c.n_features:]      # packed extra forward arguments keep their own values
-        if references is None:
-            value = torch.cat([value.expand(n, -1), extra], dim=1)
-        else:
-            k = value.shape[0]
-            value = torch.cat([value.expand(n, k, -1), extra.unsqueeze(1).expand(n, k, -1)], dim=2)
+        value = torch.nn.functional.pad(value, (0, x.shape[1] - value.shape[1]))   # extra-argument columns: below
     if references is not None:
         refs = make_references(value, x, o["n_references"], **kw)
     else:
@@ -296,13 +290,3 @@ def hessian_vector_product(model: nn.Module, x: torch.Tensor, v: torch.Tensor, t
         (g,) = torch.autograd.grad(c.model(xs).gather(1, target.view(-1, 1)).sum(), xs, create_graph=True)
         hv = torch.autograd.grad((g * v).sum(), xs, allow_unused=True)[0] if g.requires_grad else None
     return torch.zeros_like(xs) if hv is None else hv.detach()
-
-
-def _check_inputs(model: nn.Module, x: torch.Tensor) -> torch.device:
-    """Old helper kept for :mod:`helpers.abc`: checks model and ``x``; the model's device."""
-    return as_classifier(model, x).x.device
-
-
-def fast_model(model: nn.Module, x: Optional[torch.Tensor] = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Old name kept for :mod:`helpers.abc`: :func:`helpers.fastpath.fast_forward` with gradients."""
-    return model if x is None else fast_forward(model, x, need_grad=True)

@@ -234,6 +234,21 @@ def _simple_pool(mod: nn.MaxPool2d, shape: Tuple[int, ...]) -> bool:
             and shape[-2] % k[0] == 0 and shape[-1] % k[1] == 0)
 
 
+def _conv_input_grad(mod: nn.Conv2d, g: torch.Tensor, in_shape: Tuple[int, ...]) -> torch.Tensor:
+    """``(d conv / d input)^T g`` (the map is linear): a batched matrix product + ``F.fold`` for few input
+    channels, a convolution with the flipped kernel for stride 1, else ``torch.nn.grad.conv2d_input``."""
+    kh, kw = mod.kernel_size
+    pad = mod.padding
+    if mod.groups == 1 and mod.in_channels <= 4:
+        p, cout = g.shape[0], g.shape[1]
+        w = mod.weight.reshape(cout, -1).t()                                        # (Cin kh kw) x Cout
+        cols = torch.bmm(w.expand(p, *w.shape), g.reshape(p, cout, -1))              # P x (Cin kh kw) x L
+        return F.fold(cols, in_shape[-2:], mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+    if mod.groups == 1 and tuple(mod.stride) == (1, 1) and tuple(mod.dilation) == (1, 1) and max(pad) < min(kh, kw):
+        return F.conv2d(g, mod.weight.flip(2, 3).transpose(0, 1), padding=(kh - 1 - pad[0], kw - 1 - pad[1]))
+    return torch.nn.grad.conv2d_input(in_shape, mod.weight, g, mod.stride, mod.padding, mod.dilation, mod.groups)
+
+
 def _backward_pairs(chain: List[nn.Module], xr: List[_Record], rr: List[_Record], g: torch.Tensor, m: int,
                     k: int, shared: bool) -> torch.Tensor:
     """Multipliers ``m x K x ...`` of the pairs by one explicit backward pass from ``g`` (``m K x C``, one-hot).
@@ -247,8 +262,7 @@ def _backward_pairs(chain: List[nn.Module], xr: List[_Record], rr: List[_Record]
         if isinstance(mod, nn.Linear):
             g = g @ mod.weight
         elif isinstance(mod, nn.Conv2d):
-            g = torch.nn.grad.conv2d_input((p,) + shape, mod.weight, g, mod.stride, mod.padding, mod.dilation,
-                                           mod.groups)
+            g = _conv_input_grad(mod, g, (p,) + shape)
         elif isinstance(mod, nn.Flatten):
             g = g.reshape((p,) + shape)
         elif isinstance(mod, ELEMENTWISE) and fused:

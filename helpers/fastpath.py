@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["fast_forward", "jit_forward", "channels_last_copy", "fast_forward_fn", "chosen_mode", "MODES"]
+__all__ = ["fast_forward", "jit_forward"]
 
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, Tuple[tuple, ForwardFn]]]" = weakref.WeakKeyDictionary()
@@ -97,7 +97,7 @@ def fast_forward(model: nn.Module, example: torch.Tensor, *, need_grad: bool = F
     return fn
 
 
-# ------------------------------------------------------------------ old names, kept until callers move to fast_forward
+# ------------------------------------------------------------------ old name, kept until helpers.infidelity moves
 
 def jit_forward(model: nn.Module, example: Optional[torch.Tensor] = None) -> ForwardFn:
     """Deprecated alias: :func:`fast_forward` for inference (MNIST-shaped example by default)."""
@@ -105,36 +105,3 @@ def jit_forward(model: nn.Module, example: Optional[torch.Tensor] = None) -> For
 
     ex = example if example is not None else torch.zeros(2, 1, 28, 28, device=model_device(model))
     return fast_forward(model, ex)
-
-
-def channels_last_copy(model: nn.Module, example: Optional[torch.Tensor] = None) -> ForwardFn:
-    """Deprecated alias: :func:`fast_forward` with gradients (MNIST-shaped example by default)."""
-    from .validation import model_device
-
-    ex = example if example is not None else torch.zeros(2, 1, 28, 28, device=model_device(model))
-    return fast_forward(model, ex, need_grad=True)
-
-
-MODES = ("eager", "channels_last", "jit", "compile")
-
-
-def fast_forward_fn(model: nn.Module, mode: str = "jit", *, example: Optional[torch.Tensor] = None,
-                    **_: object) -> ForwardFn:
-    """Deprecated (benchmarks' forward forms): ``"eager"`` = ``model``; ``"channels_last"`` / ``"jit"`` =
-    :func:`fast_forward` with / without gradients (falling back to ``model``); ``"compile"`` = ``torch.compile``."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES} (the 'auto' timing choice was removed), got {mode!r}")
-    if mode == "eager":
-        return model
-    if mode == "compile":
-        return torch.compile(model)
-    return channels_last_copy(model, example) if mode == "channels_last" else jit_forward(model, example)
-
-
-def chosen_mode(fn: ForwardFn) -> str:
-    """Deprecated: which form a :func:`fast_forward_fn` result is."""
-    if hasattr(fn, "_orig_mod"):
-        return "compile"
-    if isinstance(fn, _Guarded):
-        return "channels_last" if fn.channels_last else "jit"
-    return "eager"
