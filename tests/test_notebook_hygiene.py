@@ -207,3 +207,19 @@ def test_binder_post_build_installs_the_package_and_fetches_the_data():
     assert "python -m helpers data" in text
     assert not (PROJECT_ROOT / "binder").exists() and not (PROJECT_ROOT / ".binder").exists(), (
         "a binder/ folder would make Binder ignore environment.yml and postBuild in the root")
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.parent == NOTEBOOK_DIR],
+                         ids=[p.name for p in NOTEBOOKS if p.parent == NOTEBOOK_DIR])
+def test_opens_with_a_header(path):
+    """Title, "What you will learn" (3-5 bullets), prerequisites, run time in quick and full mode, and links to the
+    previous and next notebooks that exist."""
+    head = _read(path).cells[0].source
+    for phrase in ("What you will learn", "Prerequisites", "Run time", "quick", "full", "Previous:", "Next:"):
+        assert phrase in head, f"the header (first cell) lacks {phrase!r}"
+    learn = head.split("What you will learn", 1)[1].split("\n\n**", 1)[0]
+    bullets = [line for line in learn.splitlines() if line.lstrip().startswith(("- ", "* "))]
+    assert 3 <= len(bullets) <= 5, f"'What you will learn' has {len(bullets)} bullets (3-5)"
+    links = re.findall(r"\]\(((?:\.\./)?[\w./-]+\.(?:ipynb|md))\)", head.split("Prerequisites", 1)[1])
+    missing = [lk for lk in links if not (path.parent / lk).exists()]
+    assert not missing, f"the header links to notebooks that do not exist: {missing}"
