@@ -72,3 +72,19 @@ def test_readme_lists_every_module_and_links_to_the_one_repository():
     assert not missing, f"README's module table lacks {missing}"
     slugs = set(re.findall(r"(?:github\.com|/gh)/([\w.-]+/[\w.-]+?)(?:/|\.git|\))", readme))
     assert slugs == {helpers.GITHUB_REPO}, slugs
+
+
+def test_repo_command_repoints_every_link(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from helpers.__main__ import main
+
+    for rel in ("helpers/__init__.py", "README.md", "notebooks/00_setup_data_models.ipynb"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(helpers.PROJECT_ROOT / rel, tmp_path / rel)
+    monkeypatch.setattr(helpers, "PROJECT_ROOT", tmp_path)
+    assert main(["repo", "not a slug"]) == 2
+    assert main(["repo", "my-course/abc-notebooks"]) == 0
+    for rel in ("helpers/__init__.py", "README.md", "notebooks/00_setup_data_models.ipynb"):
+        text = (tmp_path / rel).read_text()
+        assert helpers.GITHUB_REPO not in text and "my-course/abc-notebooks" in text, rel
