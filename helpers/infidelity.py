@@ -133,12 +133,13 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, pe
     dev = model_device(model)
     xd = x.to(dev)
     phi = torch.stack([check_like(v, x, "attributions" if single else f"attributions[{k!r}]").to(dev).flatten(1)
-                       for k, v in attrs.items()], dim=2).double()                                  # N x d x K
+                       for k, v in attrs.items()], dim=2)                                           # N x d x K
     acc = torch.zeros(x.shape[0], phi.shape[2], 5, dtype=torch.float64, device=dev)
 
     def reduce(rows: slice, d: Draw, diff: torch.Tensor) -> None:
         r, s = diff.shape
-        dot = torch.matmul(d.W.reshape(d.W.shape[0], s, -1).double(), phi[rows])                  # r x s x K
+        W = d.W.reshape(d.W.shape[0], s, -1)
+        dot = torch.matmul(W, phi[rows].to(W.dtype)).double()                                      # r x s x K
         df = diff.double().unsqueeze(-1)
         w = torch.ones_like(df) if d.weights is None else d.weights.double().reshape(-1, s, 1).expand(r, s, 1)
         acc[rows] += torch.stack([(w * (dot - df) ** 2).sum(1), (w * dot * dot).sum(1), (w * dot * df).sum(1),
