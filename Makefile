@@ -48,8 +48,9 @@ test: models
 test-fast: install
 	$(PYTHON) -m pytest -q -m "not notebook and not browser"
 
+# kernels pick the inline backend themselves: an MPLBACKEND of the shell (e.g. agg) would hide every figure
 lab: models
-	$(BIN)/jupyter lab notebooks/
+	env -u MPLBACKEND $(BIN)/jupyter lab notebooks/
 
 bench: models
 	$(PYTHON) -m benchmarks
