@@ -18,8 +18,9 @@ multipliers ``G`` (``A = G * (x - b)`` for the path methods) and the references 
 ``baseline=`` is one value per input (a name of :mod:`helpers.baselines`, a number, one input or ``N x ...``);
 ``references=`` a set of ``K`` references for ``"expected_gradients"`` / ``"deepshap"`` (a name, ``K x ...`` shared
 or ``N x K x ...``; default ``"train"``, MNIST only). A model may take a tuple of inputs and
-``additional_forward_args`` (as in captum); then ``attribute`` returns a tuple. Randomness is a pure function of
-``(seed, input index, sample index)``, so results do not depend on the chunk size.
+``additional_forward_args`` (as in captum); then ``attribute`` returns a tuple. Randomness (noise, random points,
+random baselines) is a pure function of ``(seed, sample index)``, the same for every input (common random numbers),
+so an input's result depends neither on the chunk size nor on its position in the batch.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def _by_gbp(job: _Job, a: int, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def _by_smoothgrad(job: _Job, a: int, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
     x, s, m = job.x, job.opts["n_samples"], b - a
-    noise = hash_normal(job.opts["seed"], keys(m * s, x[0].numel(), x.device, start=a * s * x[0].numel()), 31)
-    xs = x[a:b].unsqueeze(1) + job.opts["noise_sigma"] * noise.view(m, s, *x.shape[1:]).to(x.dtype)
+    noise = hash_normal(job.opts["seed"], keys(s, x[0].numel(), x.device), 31)   # the same S draws for every input
+    xs = x[a:b].unsqueeze(1) + job.opts["noise_sigma"] * noise.view(1, s, *x.shape[1:]).to(x.dtype)
     g = _grad(job.model, xs.reshape(m * s, *x.shape[1:]), job.target[a:b].repeat_interleave(s))
     g = g.view(m, s, *x.shape[1:]).mean(1)
     return g, g
@@ -142,7 +143,7 @@ def _by_path(job: _Job, a: int, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
     xa, r = x[a:b].unsqueeze(1), job.ref_rows(a, b)                          # m x 1 x ..., m x K x ...
     k, dev, ones = r.shape[1], x.device, (1,) * (x.dim() - 1)
     if n_steps is None:                                                       # one uniform random point per path
-        al = hash_uniform(job.opts["seed"], keys(m, k, dev, start=a * k), 41).to(x.dtype).view(m, k, 1)
+        al = hash_uniform(job.opts["seed"], keys(1, k, dev), 41).to(x.dtype).view(1, k, 1).expand(m, k, 1)
         w = torch.ones(1, dtype=x.dtype, device=dev)
     else:
         al, w = (t.to(dev, x.dtype) for t in integration_points(n_steps, job.opts["integration"]))
@@ -203,6 +204,8 @@ def _resolve_refs(method: str, c: Classifier, baseline: Any, references: Any, o:
     if method in MULTI_REFERENCE and references is None and (baseline is None or isinstance(baseline, str)):
         references, baseline = ("train" if baseline is None else baseline), None
     value = references if references is not None else baseline
+    if c.packed and isinstance(value, torch.Tensor) and c.n_inputs == 1:
+        value = (value,)
     if c.packed and isinstance(value, torch.Tensor):
         raise ValueError("with a tuple of inputs or additional_forward_args, pass a baseline or references as a "
                          "tuple with one tensor per input (or a number or a name)")

@@ -8,7 +8,8 @@ Names: ``"zero"``; ``"blur"`` (Gaussian blur of an image, ``sigma`` px); ``"unif
 ``"gaussian"`` (``x + N(0, sigma^2)``, clipped to the input range); ``"max_distance"`` (per feature the end of the
 range farthest from ``x``); ``"train"`` (random MNIST training images). The valid input range is a parameter
 (``input_range=(lo, hi)``, MNIST's ``(0, 1)`` by default, ``None`` = unbounded), never an assumption.
-Random values are a pure function of ``(seed, input index, feature)`` (:func:`helpers.batching.hash_uniform`).
+Random values are a pure function of ``(seed, draw, feature)`` (:func:`helpers.batching.hash_uniform`), the same for
+every input (common random numbers), so an input's baseline does not depend on its position in the batch.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def _train_images(k: int, seed: int, like: torch.Tensor) -> torch.Tensor:
     return xt[idx].reshape(k, *like.shape[1:]).to(device=like.device, dtype=like.dtype)
 
 
-def _random(name: str, x: torch.Tensor, seed: int, stream: int, sigma: Optional[float], input_range: Range
-            ) -> torch.Tensor:
-    """``"uniform"`` or ``"gaussian"`` values like ``x``; row ``i`` uses the counters of row ``i`` only."""
-    key = keys(x.shape[0], x[0].numel(), x.device)
+def _random(name: str, x: torch.Tensor, seed: int, stream: int, sigma: Optional[float], input_range: Range,
+            k: int = 1) -> torch.Tensor:
+    """``"uniform"`` or ``"gaussian"`` values like ``x`` (rows: inputs x ``k`` draws, input-major); draw ``j`` of
+    every input uses the same random numbers (common random numbers: nothing depends on an input's position)."""
+    key = keys(k, x[0].numel(), x.device).repeat(x.shape[0] // k, 1)
     if name == "uniform":
         lo, hi = _range(input_range, name)
         return (lo + (hi - lo) * hash_uniform(seed, key, stream)).view_as(x).to(x.dtype)
@@ -132,7 +134,7 @@ def make_references(name: BaselineLike, x: torch.Tensor, k: int = 32, *, seed: i
     """A reference set ``(N or 1) x K x ...`` for expected gradients and DeepSHAP.
 
     ``"train"``: ``K`` training images shared by every input (shap's background set). ``"uniform"`` /
-    ``"gaussian"``: ``K`` independent draws per input (``N x K x ...``). A tensor ``K x ...`` is a shared set, one
+    ``"gaussian"``: ``K`` draws per input (``N x K x ...``; draw ``k`` uses the same noise for every input). A tensor ``K x ...`` is a shared set, one
     ``N x K x ...`` per-input sets. Any other name or number: the per-input baseline (``K = 1``).
     """
     check_positive_int(k, "n_references")
@@ -151,6 +153,6 @@ def make_references(name: BaselineLike, x: torch.Tensor, k: int = 32, *, seed: i
     if name in ("uniform", "gaussian"):
         n = x.shape[0]
         xs = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
-        r = _random(name, xs, seed, 21 if name == "uniform" else 22, sigma, input_range)
+        r = _random(name, xs, seed, 21 if name == "uniform" else 22, sigma, input_range, k)
         return r.view(n, k, *x.shape[1:])
     return make_baseline(name, x, seed=seed, sigma=sigma, input_range=input_range).unsqueeze(1)

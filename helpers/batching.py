@@ -94,7 +94,8 @@ def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: 
 
 def forward(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = None) -> torch.Tensor:
     """Logits of ``model`` on ``x`` (``N x ...`` -> ``N x C``), chunked, on the model's device, under inference mode,
-    through the cached fast forward (:func:`helpers.fastpath.fast_forward`). The result stays on the model's device."""
+    through the cached fast forward (:func:`helpers.fastpath.fast_forward`). A single binary logit ``z`` (``N`` or
+    ``N x 1``) becomes ``[-z, z]`` (class 1 iff ``z > 0``). The result stays on the model's device."""
     from .fastpath import fast_forward
 
     check_model(model)
@@ -105,7 +106,10 @@ def forward(model: nn.Module, x: torch.Tensor, *, batch_size: Optional[int] = No
 
     def run(a: int, b: int) -> torch.Tensor:
         with torch.inference_mode():
-            return fwd(x[a:b].to(dev, non_blocking=True))
+            out = fwd(x[a:b].to(dev, non_blocking=True))
+        if out.dim() == 1 or out.shape[1] == 1:  # one binary logit z: class scores [-z, z]
+            out = torch.cat([-out.reshape(-1, 1), out.reshape(-1, 1)], dim=1)
+        return out
 
     return run_chunked(run, x.shape[0], bs)
 

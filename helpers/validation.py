@@ -165,6 +165,7 @@ class Classifier:
     n_classes: int
     packed: bool
     n_features: int
+    n_inputs: int
     unpack: Callable[[torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, ...]]]
 
 
@@ -224,4 +225,5 @@ def as_classifier(model: nn.Module, inputs: Union[torch.Tensor, Tuple[torch.Tens
             start += t[0].numel()
         return tuple(parts) if isinstance(inputs, (tuple, list)) else parts[0]
 
-    return Classifier(f, x, 2 if binary else int(out.shape[1]), packed, d_in, unpack)
+    n_inputs = len(xs) if isinstance(inputs, (tuple, list)) else 1
+    return Classifier(f, x, 2 if binary else int(out.shape[1]), packed, d_in, n_inputs, unpack)

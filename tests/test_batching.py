@@ -87,3 +87,13 @@ def test_forward_rejects_bad_input(cnn, mnist_small):
             B.forward(cnn, x)
     finally:
         cnn.eval()
+
+
+def test_predict_of_a_single_logit_model_is_class_one_iff_positive():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 1)).eval()
+    x = torch.randn(20, 4)
+    with torch.no_grad():
+        z = net(x).squeeze(1)
+    assert torch.equal(B.predict(net, x), (z > 0).long())
+    assert torch.equal(B.predict(torch.nn.Sequential(net, torch.nn.Flatten(0)).eval(), x), (z > 0).long())
