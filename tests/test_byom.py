@@ -53,10 +53,7 @@ REFUSED = (ValueError, TypeError, NotImplementedError)
 #: tests (regular expressions on the test id) that fail on a bug its owner has been asked to fix
 #: (/work/requests/<OWNER>.md); strict, so a fix turns them into failures until the entry is removed
 AWAITING = {
-    r"test_attribute_every_method.*\[(smoothgrad|ig-uniform_baseline|ig-gaussian_baseline|"
-    r"expected_gradients-random_points)-": "ATT",
     r"test_image_shifts_on_normalised": "CAL",
-    r"test_extra_forward_argument_mask": "ATT",
     r"test_infidelity_on_two_inputs_and_an_extra_argument": "INF",
     r"test_sensitivity_max_on_two_inputs": "INF",
 }
