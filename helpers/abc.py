@@ -46,7 +46,8 @@ __all__ = ["ABCResult", "abc_confidence", "abc_weights", "weights_from_multiplie
            "mutated_copies", "uniforms", "default_budget", "flip_rate_by_bin", "DEFAULT_BUDGET",
            "DEFAULT_BUDGET_FRACTION", "DEFAULT_SAMPLES", "SAMPLE_BLOCK"]
 
-#: MNIST's budget (changed features per sample), chosen on the validation split in notebook 01 (IG, zero baseline)
+#: MNIST's budget (changed features per sample), chosen on the validation split as in notebook 01 (IG, zero baseline,
+#: all 94 errors + 400 right predictions, S = 256: AUROC 0.940 at 10 against 0.908 at 20, 0.901 at 5, 0.789 at 2)
 DEFAULT_BUDGET = 10.0
 #: the default budget as a share of the features: ``budget = max(1, DEFAULT_BUDGET_FRACTION * d)``
 DEFAULT_BUDGET_FRACTION = DEFAULT_BUDGET / 784
