@@ -20,7 +20,7 @@ from torch import nn
 from . import fastpath
 from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .perturbations import Draw, _baseline_like, as_perturbation, draw
-from .validation import check_images, check_like, check_model, check_positive_int, check_target, model_device
+from .validation import check_images, check_like, check_model, check_n_samples, check_target, model_device
 
 __all__ = ["infidelity", "infidelity_from_samples", "beta_rescale", "to_units", "SAMPLE_BLOCK"]
 
@@ -68,10 +68,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, perturbation, target, n_samples:
     ``x`` (``N x ...``) is on the model's device; ``args``: extra forward arguments (tensors with ``N`` rows follow x).
     """
     p = as_perturbation(perturbation)
-    n = int(getattr(p, "default_samples", 1000)) if n_samples is None else check_positive_int(n_samples, "n_samples")
+    n = int(getattr(p, "default_samples", 1000)) if n_samples is None else check_n_samples(n_samples)
     t, out = resolve_target(model, x, target, args)
     fx = out.gather(1, t.view(-1, 1)).squeeze(1)
-    fm = fastpath.jit_forward(model, x[:8]) if not args else model          # the one fast forward
+    fm = fastpath.fast_forward(model, x[:8]) if not args else model          # the one fast forward
     shape = tuple(x.shape[1:])
     for b, s0 in enumerate(range(0, n, SAMPLE_BLOCK)):
         s = min(SAMPLE_BLOCK, n - s0)

@@ -13,7 +13,7 @@ from torch import nn
 from .batching import bytes_per_image, chunk_size_for
 from .infidelity import SAMPLE_BLOCK, generator, resolve_target
 from .smoothing import Explain, call_explain
-from .validation import check_images, check_positive_int, check_target, model_device
+from .validation import check_images, check_n_samples, check_target, model_device
 
 __all__ = ["sensitivity_max"]
 
@@ -39,7 +39,7 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
     check_images(x)
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
-    n = check_positive_int(n_samples, "n_samples")
+    n = check_n_samples(n_samples)
     forms = (form,) if isinstance(form, str) else tuple(form)
     if not forms or any(f not in FORMS for f in forms):
         raise ValueError(f"form must be one of {FORMS} (or a tuple of them), got {form!r}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .batching import bytes_per_image, chunk_size_for, run_chunked
-from .validation import check_images, check_model, check_positive_int, check_target, model_device
+from .validation import check_images, check_model, check_n_samples, check_target, model_device
 
 __all__ = ["KERNELS", "kernel_noise", "smooth", "explainer", "call_explain", "smoothing_sweep", "choose_radius"]
 
@@ -70,7 +70,7 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
-    S = check_positive_int(n_samples, "n_samples")
+    S = check_n_samples(n_samples)
     model = getattr(explain, "model", None)
 
     def explain_sg(x: torch.Tensor, target=None) -> torch.Tensor:
