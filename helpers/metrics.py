@@ -1,87 +1,66 @@
-"""How good is a confidence? Ranking, selective-prediction, calibration and out-of-distribution metrics, with CIs.
+"""How good is a confidence? Ranking, selective prediction, calibration and out-of-distribution metrics, with CIs.
 
-Every metric takes a per-example ``confidence`` (higher = more likely correct) and a boolean ``correct`` (the
-prediction was right), as numpy arrays, torch tensors or lists of length ``N``:
+Every metric takes a per-example ``confidence`` (higher = more likely correct) and a boolean ``correct``, as numpy
+arrays, torch tensors or lists of length ``N``, and an optional ``sample_weight`` (``N``, > 0: inverse inclusion
+probabilities of an error-enriched subset, :func:`stratified_subset`) that every point estimate *and* every
+bootstrap replicate use in the same way.
 
 * :func:`error_auroc` / :func:`error_aupr` -- how well low confidence flags errors (errors are the positives).
-* :func:`risk_coverage`, :func:`aurc`, :func:`excess_aurc`, :func:`selective_accuracy` -- selective prediction
-  (Geifman & El-Yaniv 2017; Geifman et al. 2019): keep the ``k`` most confident predictions, measure their error.
-* :func:`ece`, :func:`reliability_bins` -- calibration (Guo et al. 2017, 15 equal-width bins).
-* :func:`ood_auroc` -- how well confidence separates in-distribution inputs from shifted ones.
-* :func:`bootstrap_ci`, :func:`paired_bootstrap_ci` -- percentile bootstrap confidence intervals, also for the
-  difference of two methods evaluated on the same examples.
+* :func:`risk_coverage`, :func:`aurc`, :func:`selective_accuracy` -- selective prediction (Geifman & El-Yaniv 2017).
+* :func:`selective_guarantee` -- the threshold whose selective risk is at most ``risk`` with probability
+  ``1 - delta`` (SGR: exact binomial tail bound, Bonferroni over the binary search).
+* :func:`ece`, :func:`reliability_bins` -- calibration of a *probability* (15 equal-width bins).
+* :func:`ood_auroc`, :func:`ood_aupr`, :func:`fpr_at_tpr` -- telling in-distribution inputs from shifted ones.
+* :func:`bootstrap_ci`, :func:`paired_bootstrap_ci`, :func:`holm` -- percentile bootstrap (stratified when the
+  sample was), two-sided bootstrap p-values and Holm's step-down correction.
 
-Ties are handled as the expectation over a random order of the tied examples (mid-ranks for the AUROC, the
-expected risk inside a tie group for the risk-coverage curve), so a constant confidence gets an AUROC of 0.5 and an
-AURC equal to the error rate rather than a value that depends on the sort algorithm.
+Ties count as the expectation over a random order of the tied examples (mid-ranks; the expected risk inside a tie
+group), so a constant confidence gets an AUROC of 0.5 and an AURC equal to the error rate.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import beta as beta_dist
 
-__all__ = [
-    "as_array",
-    "error_auroc",
-    "error_aupr",
-    "risk_coverage",
-    "aurc",
-    "excess_aurc",
-    "selective_accuracy",
-    "reliability_bins",
-    "ece",
-    "ood_auroc",
-    "CI",
-    "bootstrap_ci",
-    "paired_bootstrap_ci",
-    "confidence_table",
-    "stratified_subset",
-]
+__all__ = ["as_array", "error_auroc", "error_aupr", "ood_auroc", "ood_aupr", "fpr_at_tpr", "risk_coverage", "aurc",
+           "excess_aurc", "selective_accuracy", "binomial_upper_bound", "Guarantee", "selective_guarantee",
+           "selective_risk", "reliability_bins", "ece", "CI", "bootstrap_ci", "paired_bootstrap_ci", "holm",
+           "confidence_table", "stratified_subset"]
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float]]  # noqa: F821 - torch only in the string
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# input checks
-# ----------------------------------------------------------------------------------------------------------------
-
 def as_array(a: ArrayLike, name: str, *, ndim: int = 1, dtype=np.float64) -> np.ndarray:
-    """Convert a numpy array / torch tensor / list to a finite numpy array with ``ndim`` dims, or raise naming ``name``."""
-    if hasattr(a, "detach"):  # torch tensor (possibly on the GPU)
+    """A finite numpy array with ``ndim`` dims from a numpy array / torch tensor / list, or an error naming ``name``."""
+    if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
-    try:
-        arr = np.asarray(a)
-    except Exception as err:  # noqa: BLE001
-        raise TypeError(f"{name} must be array-like (numpy array, torch tensor or list), got {type(a).__name__}") from err
+    arr = np.asarray(a)
     if arr.dtype == object:
         raise TypeError(f"{name} must be numeric, got an object array")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty (length 0)")
+    if arr.ndim != ndim or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty {ndim}-dimensional array, got shape {arr.shape}")
     arr = arr.astype(dtype, copy=False)
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        n_bad = int((~np.isfinite(arr)).sum())
-        raise ValueError(f"{name} contains {n_bad} NaN/Inf value(s)")
+        raise ValueError(f"{name} contains {int((~np.isfinite(arr)).sum())} NaN/Inf value(s)")
     return arr
 
 
 def _as_correct(correct: ArrayLike, n: int, name: str = "correct") -> np.ndarray:
-    """A boolean array of length ``n`` from bools or 0/1 values."""
-    c = as_array(correct, name, dtype=np.float64)
+    c = as_array(correct, name)
     if c.shape[0] != n:
         raise ValueError(f"{name} has length {c.shape[0]} but confidence has length {n}: they must match")
     if not np.isin(c, (0.0, 1.0)).all():
-        raise ValueError(f"{name} must hold booleans or 0/1 values, got other values (e.g. {c[~np.isin(c, (0, 1))][0]})")
+        raise ValueError(f"{name} must hold booleans or 0/1 values")
     return c.astype(bool)
 
 
-def _as_weights(sample_weight, n: int) -> np.ndarray:
+def _as_weights(sample_weight: Optional[ArrayLike], n: int) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n)
     w = as_array(sample_weight, "sample_weight")
@@ -92,117 +71,96 @@ def _as_weights(sample_weight, n: int) -> np.ndarray:
     return w
 
 
-def _pair(confidence: ArrayLike, correct: ArrayLike, *, need_both: bool) -> Tuple[np.ndarray, np.ndarray]:
+def _pair(confidence: ArrayLike, correct: ArrayLike, need_both: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     conf = as_array(confidence, "confidence")
     corr = _as_correct(correct, conf.shape[0])
     if need_both and (corr.all() or not corr.any()):
-        only = "correct" if corr.all() else "wrong"
-        raise ValueError(f"correct contains a single class (every prediction is {only}): error AUROC/AUPR need both "
-                         "right and wrong predictions")
+        raise ValueError(f"correct contains a single class (every prediction is {'right' if corr.all() else 'wrong'})"
+                         ": this metric needs both right and wrong predictions")
     return conf, corr
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# ranking: AUROC, AUPR
-# ----------------------------------------------------------------------------------------------------------------
-
-def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """P(score of a positive > score of a negative) + 0.5 P(tie), by mid-ranks (Mann-Whitney U)."""
-    n_pos = int(positive.sum())
-    n_neg = positive.shape[0] - n_pos
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def error_auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
-    r"""AUROC of flagging errors by low confidence: :math:`P(c_{\text{correct}} > c_{\text{wrong}}) + \tfrac12 P(=)`.
-
-    Args:
-        confidence: ``N`` scores, higher = more confident.
-        correct: ``N`` booleans (or 0/1), whether each prediction was right.
-
-    Returns:
-        A float in ``[0, 1]``; 0.5 = chance, 1 = every error is less confident than every correct prediction.
-        Equals ``sklearn.metrics.roc_auc_score(~correct, -confidence)``.
-    """
-    conf, corr = _pair(confidence, correct, need_both=True)
-    return _auroc(conf, corr)
+def _auroc(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
+    """Weighted P(score of a positive > score of a negative) + 0.5 P(tie); pairs weigh ``w_i w_j``."""
+    order = np.argsort(scores, kind="mergesort")
+    s, p, w = scores[order], positive[order], w[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    neg = np.add.reduceat(w * ~p, starts)  # negative weight of each tie group
+    pos = np.add.reduceat(w * p, starts)
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
-def error_aupr(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
-    r"""Area under the precision-recall curve for detecting errors (errors positive, score ``-confidence``).
-
-    Average precision :math:`\sum_t (R_t - R_{t-1}) P_t` over the distinct thresholds, as
-    ``sklearn.metrics.average_precision_score(~correct, -confidence, sample_weight=...)``. Chance level is the
-    error rate. ``sample_weight`` (``N``) re-weights examples (e.g. to undo an error-enriched subset).
-    """
-    conf, corr = _pair(confidence, correct, need_both=True)
-    return _average_precision(-conf, ~corr, _as_weights(sample_weight, conf.shape[0]))
+def error_auroc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
+    """AUROC of flagging errors by low confidence, ``P(c_right > c_wrong) + P(=)/2`` (0.5 = chance); equals
+    ``sklearn.metrics.roc_auc_score(~correct, -confidence, sample_weight=...)``."""
+    conf, corr = _pair(confidence, correct)
+    return _auroc(conf, corr, _as_weights(sample_weight, conf.shape[0]))
 
 
 def _average_precision(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
     order = np.argsort(-scores, kind="mergesort")
     s, p, w = scores[order], positive[order], w[order]
-    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], s.shape[0] - 1]  # last index of each distinct threshold
-    tps = np.cumsum(p * w)[last_of_tie]
-    fps = np.cumsum(w)[last_of_tie] - tps
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    last = np.r_[np.flatnonzero(np.diff(s)), s.shape[0] - 1]  # last index of each distinct threshold
+    tps = np.cumsum(p * w)[last]
+    precision = tps / np.cumsum(w)[last]
+    return float(np.sum(np.diff(np.r_[0.0, tps / tps[-1]]) * precision))
+
+
+def error_aupr(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
+    """Average precision of detecting errors by ``-confidence`` (chance = the error rate), as
+    ``sklearn.metrics.average_precision_score(~correct, -confidence, sample_weight=...)``."""
+    conf, corr = _pair(confidence, correct)
+    return _average_precision(-conf, ~corr, _as_weights(sample_weight, conf.shape[0]))
+
+
+def _in_out(conf_in: ArrayLike, conf_out: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+    a, b = as_array(conf_in, "conf_in"), as_array(conf_out, "conf_out")
+    return np.r_[a, b], np.r_[np.ones(a.shape[0], bool), np.zeros(b.shape[0], bool)]
 
 
 def ood_auroc(conf_in: ArrayLike, conf_out: ArrayLike) -> float:
-    r"""AUROC of telling in-distribution inputs (positives) from shifted ones by confidence.
-
-    :math:`P(c_{\text{in}} > c_{\text{out}}) + \tfrac12 P(c_{\text{in}} = c_{\text{out}})`; 0.5 = the confidence does
-    not see the shift, 1 = every shifted input is less confident than every clean one.
-    """
-    a = as_array(conf_in, "conf_in")
-    b = as_array(conf_out, "conf_out")
-    scores = np.r_[a, b]
-    positive = np.r_[np.ones(a.shape[0], bool), np.zeros(b.shape[0], bool)]
-    return _auroc(scores, positive)
+    """AUROC of telling in-distribution inputs (positives) from shifted ones by confidence (0.5 = blind)."""
+    s, inside = _in_out(conf_in, conf_out)
+    return _auroc(s, inside, np.ones(s.shape[0]))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# selective prediction
-# ----------------------------------------------------------------------------------------------------------------
+def ood_aupr(conf_in: ArrayLike, conf_out: ArrayLike) -> float:
+    """Average precision of detecting the *shifted* inputs (positives) by low confidence ("AUPR-Out");
+    chance = the shifted share of the pool."""
+    s, inside = _in_out(conf_in, conf_out)
+    return _average_precision(-s, ~inside, np.ones(s.shape[0]))
+
+
+def fpr_at_tpr(conf_in: ArrayLike, conf_out: ArrayLike, tpr: float = 0.95) -> float:
+    """Share of shifted inputs still accepted when the threshold keeps ``tpr`` of the in-distribution ones (FPR95)."""
+    a, b = np.sort(as_array(conf_in, "conf_in")), as_array(conf_out, "conf_out")
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must lie in (0, 1], got {tpr}")
+    threshold = a[int(math.floor((1.0 - tpr) * a.shape[0] + 1e-9))]
+    return float((b >= threshold).mean())
+
 
 def risk_coverage(confidence: ArrayLike, correct: ArrayLike,
                   sample_weight: ArrayLike = None) -> Tuple[np.ndarray, np.ndarray]:
-    r"""Risk-coverage curve: keep the ``k`` most confident predictions, ``k = 1..N``.
-
-    Returns:
-        ``coverage`` (``N``, ``k / N``) and ``risk`` (``N``, the error rate among the ``k`` kept). Inside a group of
-        tied confidences the expected risk over a random order of the group is used. With ``sample_weight``,
-        coverage and risk are weighted (cumulative weight / total weight, weighted error rate).
-    """
+    """Keep the ``k`` most confident predictions, ``k = 1..N``: ``coverage`` (kept weight / total weight, ``N``)
+    and ``risk`` (weighted error rate among the kept, ``N``; the expected value inside a tie group)."""
     conf, corr = _pair(confidence, correct, need_both=False)
-    n = conf.shape[0]
-    w_all = _as_weights(sample_weight, n)
     order = np.argsort(-conf, kind="mergesort")
-    s, w = conf[order], w_all[order]
-    err = (~corr[order]).astype(np.float64) * w
+    s, w = conf[order], _as_weights(sample_weight, conf.shape[0])[order]
     cum_w = np.r_[0.0, np.cumsum(w)]
+    cum_e = np.r_[0.0, np.cumsum(~corr[order] * w)]
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    ends = np.r_[starts[1:], s.shape[0]]
+    g = np.repeat(np.arange(starts.shape[0]), ends - starts)
+    rate = ((cum_e[ends] - cum_e[starts]) / (cum_w[ends] - cum_w[starts]))[g]
     k = cum_w[1:]
-    # group ties: start/end index of each group of equal confidence
-    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
-    ends = np.r_[starts[1:], n]
-    group = np.repeat(np.arange(starts.shape[0]), ends - starts)
-    cum_err = np.r_[0.0, np.cumsum(err)]
-    err_before = cum_err[starts][group]
-    group_rate = ((cum_err[ends] - cum_err[starts]) / (cum_w[ends] - cum_w[starts]))[group]
-    expected_errors = err_before + (k - cum_w[starts][group]) * group_rate
-    return k / cum_w[-1], expected_errors / k
+    return k / cum_w[-1], (cum_e[starts][g] + (k - cum_w[starts][g]) * rate) / k
 
 
 def aurc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
-    r"""Area under the risk-coverage curve, :math:`\frac1N \sum_{k=1}^N \text{risk}(k)` (lower is better).
-
-    A constant confidence gets the error rate; a perfect ranking gets :func:`excess_aurc`'s optimum
-    :math:`\frac1N\sum_{k > N - E} (k - N + E) / k` with ``E`` errors. With ``sample_weight``, the weighted
-    curve integrated over weighted coverage: :math:`\sum_i w_i\,\text{risk}_i / \sum_i w_i`.
-    """
+    r"""Area under the risk-coverage curve, :math:`\frac1N\sum_{k=1}^N \mathrm{risk}(k)` (lower is better): the
+    population value, i.e. with ``sample_weight`` the curve integrated over weighted coverage."""
     conf = as_array(confidence, "confidence")
     _, risk = risk_coverage(conf, correct, sample_weight)
     w = _as_weights(sample_weight, conf.shape[0])[np.argsort(-conf, kind="mergesort")]
@@ -218,107 +176,158 @@ def excess_aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike,
                        coverages: Union[float, Sequence[float]] = (0.90, 0.95, 0.99),
                        sample_weight: ArrayLike = None) -> Union[float, Dict[float, float]]:
-    """Accuracy on the ``ceil(c N)`` most confident predictions, for each coverage ``c`` in ``(0, 1]``.
-
-    With ``sample_weight``, on the most confident predictions whose weighted share first reaches ``c``.
-    Returns a float for a single coverage, else ``{coverage: accuracy}``.
-    """
-    single = np.isscalar(coverages)
-    covs = [float(coverages)] if single else [float(c) for c in coverages]
-    for c in covs:
-        if not 0.0 < c <= 1.0:
-            raise ValueError(f"coverages must lie in (0, 1], got {c}")
+    """Accuracy of the most confident predictions whose (weighted) share first reaches each coverage in ``(0, 1]``;
+    a float for one coverage, else ``{coverage: accuracy}``."""
+    covs = [float(coverages)] if np.isscalar(coverages) else [float(c) for c in coverages]
+    if any(not 0.0 < c <= 1.0 for c in covs):
+        raise ValueError(f"coverages must lie in (0, 1], got {covs}")
     cov, risk = risk_coverage(confidence, correct, sample_weight)
     out = {c: float(1.0 - risk[min(len(risk) - 1, int(np.searchsorted(cov, c - 1e-9)))]) for c in covs}
-    return out[covs[0]] if single else out
+    return out[covs[0]] if np.isscalar(coverages) else out
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# calibration
-# ----------------------------------------------------------------------------------------------------------------
+# ---- selective classification with a guaranteed risk (Geifman & El-Yaniv 2017) ----------------------------------
 
-def _confidence_and_correct(probs: ArrayLike, labels: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
-    """``probs`` N x C + integer ``labels`` -> (max prob, argmax == label); ``probs`` N + boolean ``labels`` -> as is."""
-    if hasattr(probs, "detach"):
-        probs = probs.detach().cpu().numpy()
-    p = np.asarray(probs)
-    if p.ndim == 2:
-        p = as_array(p, "probs", ndim=2)
-        lab = as_array(labels, "labels", dtype=np.int64)
-        if lab.shape[0] != p.shape[0]:
-            raise ValueError(f"labels has length {lab.shape[0]} but probs has {p.shape[0]} rows: they must match")
-        if lab.min() < 0 or lab.max() >= p.shape[1]:
-            raise ValueError(f"labels must lie in [0, {p.shape[1]}), got min {lab.min()} and max {lab.max()}")
-        conf, pred = p.max(axis=1), p.argmax(axis=1)
-        corr = pred == lab
-    elif p.ndim == 1:
-        conf = as_array(p, "probs")
-        corr = _as_correct(labels, conf.shape[0], name="labels")
-    else:
-        raise ValueError(f"probs must be N x C class probabilities or an N vector of confidences, got shape {p.shape}")
-    if conf.min() < 0.0 or conf.max() > 1.0:
-        raise ValueError(f"probs must lie in [0, 1] to be calibrated, got min {conf.min():.4g} and max {conf.max():.4g}")
-    return conf, corr
+def binomial_upper_bound(errors: int, n: float, delta: float) -> float:
+    """The largest error rate ``b`` with ``P(Binomial(n, b) <= errors) >= delta`` (one-sided Clopper-Pearson)."""
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    if errors < 0 or n < 0:
+        raise ValueError(f"errors and n must be >= 0, got {errors} and {n}")
+    return 1.0 if errors >= n else float(beta_dist.ppf(1.0 - delta, errors + 1, n - errors))
 
+
+@dataclass(frozen=True)
+class Guarantee:
+    """A selective classifier ``accept iff confidence >= threshold`` with ``P(risk > bound) <= delta``."""
+
+    threshold: float
+    bound: float
+    coverage: float  # on the data it was chosen on (weighted)
+    risk: float      # empirical selective risk there (weighted)
+
+
+def _design(corr: np.ndarray, w: np.ndarray) -> float:
+    """The weight of a right prediction when the sample holds every error (weight 1) and a uniform share of the
+    right ones (one weight); raise otherwise."""
+    if (~corr).any() and not np.allclose(w[~corr], 1.0):
+        raise ValueError("sample_weight: the guarantee needs every error of the split (weight 1)")
+    w_r = w[corr] if corr.any() else np.ones(1)
+    if not np.allclose(w_r, w_r[0]):
+        raise ValueError("sample_weight: the right predictions must be one uniform sample (a single weight)")
+    return float(w_r[0])
+
+
+def _bound_at(conf: np.ndarray, corr: np.ndarray, w_right: float, theta: float, delta: float) -> float:
+    keep = conf >= theta
+    e, r = int((keep & ~corr).sum()), int((keep & corr).sum())
+    if w_right == 1.0:
+        return binomial_upper_bound(e, e + r, delta)
+    n_r = int(corr.sum())  # a uniform sample of n_r of the split's w_right * n_r right predictions
+    r_low = w_right * n_r * (0.0 if r == 0 else float(beta_dist.ppf(delta / 2, r, n_r - r + 1)))
+    return binomial_upper_bound(e, math.floor(e + r_low), delta / 2)
+
+
+def selective_guarantee(confidence: ArrayLike, correct: ArrayLike, *, risk: float, delta: float = 0.05,
+                        sample_weight: ArrayLike = None) -> Guarantee:
+    """SGR (Geifman & El-Yaniv 2017): binary search over the sorted confidences for the lowest threshold whose
+    binomial upper bound on the selective risk is ``<= risk``; each of the ``k = ceil(log2 N)`` tested thresholds
+    gets ``delta / k`` (Bonferroni), so the returned bound holds with probability ``>= 1 - delta`` on new data
+    from the same distribution. Choose it on validation; report :func:`selective_risk` on test.
+
+    ``sample_weight``: a stratified sample holding every error and a uniform share of the right predictions
+    (:func:`stratified_subset` with ``n_wrong`` >= the errors); the number of covered right predictions of the
+    split then enters through its lower Clopper-Pearson bound (half of each ``delta / k``). Returns a
+    :class:`Guarantee`; ``threshold = inf`` (abstain on everything) when no tested threshold meets ``risk``.
+    """
+    conf, corr = _pair(confidence, correct, need_both=False)
+    w = _as_weights(sample_weight, conf.shape[0])
+    w_right = _design(corr, w)
+    if not 0.0 < risk < 1.0:
+        raise ValueError(f"risk must lie in (0, 1), got {risk}")
+    levels = np.unique(conf)  # ascending; threshold levels[z] keeps conf >= levels[z]
+    k = max(1, math.ceil(math.log2(levels.shape[0] + 1)))
+    lo, hi, best = -1, levels.shape[0] - 1, None
+    for _ in range(k):
+        z = (lo + hi + 1) // 2
+        b = _bound_at(conf, corr, w_right, levels[z], delta / k)
+        if b <= risk:
+            hi, best = z, (levels[z], b)
+        else:
+            lo = z
+    if best is None:
+        return Guarantee(math.inf, 1.0, 0.0, 0.0)
+    cov, r = selective_risk(conf, corr, best[0], sample_weight)
+    return Guarantee(float(best[0]), best[1], cov, r)
+
+
+def selective_risk(confidence: ArrayLike, correct: ArrayLike, threshold: float,
+                   sample_weight: ArrayLike = None) -> Tuple[float, float]:
+    """``(coverage, risk)`` of accepting ``confidence >= threshold`` (weighted; risk 0 when nothing is kept)."""
+    conf, corr = _pair(confidence, correct, need_both=False)
+    w = _as_weights(sample_weight, conf.shape[0])
+    keep = conf >= threshold
+    kept = float(w[keep].sum())
+    return kept / float(w.sum()), (float(w[keep & ~corr].sum()) / kept if kept > 0 else 0.0)
+
+
+# ---- calibration -------------------------------------------------------------------------------------------------
 
 def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15,
                      sample_weight: ArrayLike = None) -> Dict[str, np.ndarray]:
-    """Equal-width confidence bins ``(i/B, (i+1)/B]`` (bin 0 also holds 0) for a reliability diagram.
+    """Equal-width bins ``(i/B, (i+1)/B]`` of a probability (bin 0 also holds 0) for a reliability diagram.
 
-    Args:
-        probs: ``N x C`` class probabilities (confidence = max, prediction = argmax) with integer ``labels`` ``N``;
-            or an ``N`` vector of confidences with ``labels`` = the boolean ``correct``.
-        n_bins: number of bins ``B``.
-        sample_weight: optional ``N`` weights (counts become sums of weights).
-
-    Returns:
-        dict with ``edges`` (``B+1``), ``count``, ``confidence`` (mean confidence per bin, NaN when empty),
-        ``accuracy`` (NaN when empty), each ``B``.
+    ``probs``: ``N x C`` class probabilities with integer ``labels`` (confidence = max, prediction = argmax), or an
+    ``N`` vector of probabilities of being correct with boolean ``labels``. Returns ``edges`` (``B+1``) and, per bin
+    (``B``), ``count`` (summed weight), mean ``confidence`` and ``accuracy`` (NaN when empty).
     """
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
-    conf, corr = _confidence_and_correct(probs, labels)
+    p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs)
+    if p.ndim == 2:
+        p = as_array(p, "probs", ndim=2)
+        lab = as_array(labels, "labels", dtype=np.int64)
+        if lab.shape[0] != p.shape[0] or lab.min() < 0 or lab.max() >= p.shape[1]:
+            raise ValueError(f"labels must be {p.shape[0]} integers in [0, {p.shape[1]})")
+        conf, corr = p.max(axis=1), p.argmax(axis=1) == lab
+    else:
+        conf, corr = _pair(p, labels, need_both=False)
+    if conf.min() < 0.0 or conf.max() > 1.0:
+        raise ValueError(f"probs must be probabilities in [0, 1], got min {conf.min():.4g} and max {conf.max():.4g}")
     w = _as_weights(sample_weight, conf.shape[0])
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(idx, weights=w, minlength=n_bins).astype(np.float64)
+    count = np.bincount(idx, weights=w, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(idx, weights=conf * w, minlength=n_bins) / count
-        acc = np.bincount(idx, weights=corr.astype(np.float64) * w, minlength=n_bins) / count
-    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": acc}
+        acc = np.bincount(idx, weights=corr * w, minlength=n_bins) / count
+    return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "count": count, "confidence": mean_conf, "accuracy": acc}
 
 
 def ece(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15, sample_weight: ArrayLike = None) -> float:
-    r"""Expected calibration error :math:`\sum_b \frac{n_b}{N} |\text{acc}_b - \text{conf}_b|` over ``n_bins`` bins.
-
-    ``probs`` is ``N x C`` with integer ``labels``, or an ``N`` vector of confidences with boolean ``labels``
-    (= correct); see :func:`reliability_bins` (also for ``sample_weight``).
-    """
-    bins = reliability_bins(probs, labels, n_bins, sample_weight)
-    w = bins["count"] / bins["count"].sum()
-    gap = np.abs(bins["accuracy"] - bins["confidence"])
-    return float(np.nansum(w * gap))
+    r"""Expected calibration error :math:`\sum_b \frac{n_b}{N}|\mathrm{acc}_b - \mathrm{conf}_b|` of a probability
+    (see :func:`reliability_bins`); a score that is not a probability (ABC, Trust Score) has no ECE."""
+    b = reliability_bins(probs, labels, n_bins, sample_weight)
+    return float(np.nansum(b["count"] / b["count"].sum() * np.abs(b["accuracy"] - b["confidence"])))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# bootstrap
-# ----------------------------------------------------------------------------------------------------------------
+# ---- bootstrap ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class CI:
-    """A point estimate with a percentile-bootstrap interval ``[low, high]`` at ``level`` (e.g. 0.95)."""
+    """A point estimate, its percentile-bootstrap interval and the two-sided bootstrap p-value of "value = 0"."""
 
     estimate: float
     low: float
     high: float
     level: float = 0.95
     n_boot: int = 0
+    p_value: float = float("nan")
 
-    def __iter__(self):  # allows ``est, lo, hi = bootstrap_ci(...)``
+    def __iter__(self):  # ``est, lo, hi = bootstrap_ci(...)``
         return iter((self.estimate, self.low, self.high))
 
     def excludes(self, value: float = 0.0) -> bool:
-        """True when ``value`` lies outside the interval (a 'significant' difference from ``value``)."""
+        """True when ``value`` lies outside the interval."""
         return not (self.low <= value <= self.high)
 
     def __str__(self) -> str:
@@ -326,141 +335,126 @@ class CI:
 
 
 def bootstrap_ci(metric: Callable[..., float], *arrays: ArrayLike, n: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> CI:
-    """Percentile bootstrap CI of ``metric(*arrays)``, resampling the ``N`` examples with replacement.
+                 level: float = 0.95, strata: Optional[ArrayLike] = None, method: str = "percentile") -> CI:
+    """Bootstrap CI of ``metric(*arrays)``, resampling the ``N`` examples with the same indices for every array
+    (pass ``sample_weight`` as one of them so each replicate is weighted like the estimate).
 
-    Every array is resampled with the *same* indices, so a metric of several arrays (a confidence and ``correct``;
-    or two confidences and ``correct`` for a paired difference) keeps examples aligned. For two populations of
-    different sizes (``ood_auroc``), concatenate them and pass a boolean membership array.
+    ``method="percentile"``: the ``(1 -+ level)/2`` quantiles of the replicates. ``method="basic"``:
+    ``2 estimate - quantiles``, which removes the bias of the replicates once; use it for a metric that each
+    resample biases (ECE grows on every resample, so its percentile interval can sit above the estimate).
 
-    Replicates on which ``metric`` raises ``ValueError`` (e.g. a resample with no errors) are dropped; if more than
-    5% are dropped the interval is unreliable and a ``RuntimeWarning`` says so.
-
-    Args:
-        metric: function of the arrays returning a float.
-        arrays: one or more arrays of the same length ``N`` (numpy, torch or lists).
-        n: number of bootstrap replicates.
-        seed: seed of the resampling.
-        level: coverage of the interval.
-
-    Returns:
-        :class:`CI` with the estimate on the full data and the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles.
+    ``strata`` (``N`` labels): resample within each stratum, keeping its size, as the sample was drawn (e.g.
+    ``correct`` for an error-enriched subset). Replicates on which ``metric`` raises ``ValueError`` are dropped
+    (a ``RuntimeWarning`` above 5%).
     """
-    if not arrays:
-        raise ValueError("bootstrap_ci needs at least one array to resample")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    arrs = []
-    for i, a in enumerate(arrays):
-        if hasattr(a, "detach"):
-            a = a.detach().cpu().numpy()
-        a = np.asarray(a)
-        if a.ndim == 0 or a.shape[0] == 0:
-            raise ValueError(f"arrays[{i}] is empty or a scalar; bootstrap_ci needs arrays of length N >= 1")
-        arrs.append(a)
-    lengths = {a.shape[0] for a in arrs}
-    if len(lengths) != 1:
-        raise ValueError(f"arrays must all have the same length N to be resampled together, got lengths "
-                         f"{[a.shape[0] for a in arrs]}")
+    if not arrays or not 0.0 < level < 1.0 or method not in ("percentile", "basic"):
+        raise ValueError(f"bootstrap_ci needs arrays, a level in (0, 1) and method 'percentile' or 'basic', got "
+                         f"level {level} and method {method!r}")
+    arrs = [np.asarray(a.detach().cpu() if hasattr(a, "detach") else a) for a in arrays]
+    if any(a.ndim == 0 for a in arrs) or len({a.shape[0] for a in arrs}) != 1 or arrs[0].shape[0] == 0:
+        raise ValueError(f"arrays must be non-empty and have the same length N, got shapes {[a.shape for a in arrs]}")
     size = arrs[0].shape[0]
+    groups = [np.arange(size)] if strata is None else \
+        [np.flatnonzero(g) for g in (np.asarray(strata)[None, :] == np.unique(strata)[:, None])]
     estimate = float(metric(*arrs))
     rng = np.random.default_rng(seed)
-    values = np.empty(n)
-    dropped = 0
+    values = np.full(n, np.nan)
     for b in range(n):
-        idx = rng.integers(0, size, size)
+        idx = np.concatenate([g[rng.integers(0, g.shape[0], g.shape[0])] for g in groups])
         try:
             values[b] = metric(*(a[idx] for a in arrs))
         except ValueError:
-            values[b] = np.nan
-            dropped += 1
-    if dropped == n:
+            pass
+    ok = values[np.isfinite(values)]
+    if ok.shape[0] == 0:
         raise ValueError("metric failed on every bootstrap replicate (e.g. too few errors to compute it)")
-    if dropped > 0.05 * n:
-        warnings.warn(f"bootstrap_ci: metric undefined on {dropped}/{n} replicates; the interval is unreliable",
-                      RuntimeWarning, stacklevel=2)
-    lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return CI(estimate, float(lo), float(hi), level, n - dropped)
+    if ok.shape[0] < 0.95 * n:
+        warnings.warn(f"bootstrap_ci: metric undefined on {n - ok.shape[0]}/{n} replicates; the interval is "
+                      "unreliable", RuntimeWarning, stacklevel=2)
+    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
+    if method == "basic":
+        lo, hi = 2 * estimate - hi, 2 * estimate - lo
+    p = min(1.0, 2 * (1 + min((ok <= 0).sum(), (ok >= 0).sum())) / (1 + ok.shape[0]))
+    return CI(estimate, float(lo), float(hi), level, int(ok.shape[0]), p)
 
 
-def paired_bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], confidence_a: ArrayLike,
-                        confidence_b: ArrayLike, correct: ArrayLike, *, n: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> CI:
-    """CI of ``metric(a, correct) - metric(b, correct)`` with the same resampled examples for both methods.
-
-    The pairing removes the example-to-example variance both methods share, so the interval of the difference is
-    much narrower than the two separate intervals suggest.
-    """
-    a = as_array(confidence_a, "confidence_a")
-    b = as_array(confidence_b, "confidence_b")
+def paired_bootstrap_ci(metric: Callable[..., float], confidence_a: ArrayLike, confidence_b: ArrayLike,
+                        correct: ArrayLike, *, sample_weight: ArrayLike = None, n: int = 1000, seed: int = 0,
+                        level: float = 0.95, strata: Optional[ArrayLike] = None) -> CI:
+    """CI (and p-value) of ``metric(a, correct, w) - metric(b, correct, w)`` on the same resampled examples."""
+    a, b = as_array(confidence_a, "confidence_a"), as_array(confidence_b, "confidence_b")
     if a.shape != b.shape:
-        raise ValueError(f"confidence_a and confidence_b must have the same length, got {a.shape[0]} and {b.shape[0]}")
-    corr = _as_correct(correct, a.shape[0])
-    return bootstrap_ci(lambda x, y, c: metric(x, c) - metric(y, c), a, b, corr, n=n, seed=seed, level=level)
+        raise ValueError(f"confidence_a and confidence_b must have one length, got {a.shape[0]} and {b.shape[0]}")
+    corr, w = _as_correct(correct, a.shape[0]), _as_weights(sample_weight, a.shape[0])
+    return bootstrap_ci(lambda x, y, c, ww: metric(x, c, ww) - metric(y, c, ww), a, b, corr, w, n=n, seed=seed,
+                        level=level, strata=strata)
 
 
-def confidence_table(confidences: Dict[str, ArrayLike], correct: ArrayLike, *, n_boot: int = 1000, seed: int = 0,
-                     n_bins: int = 15, reference: Union[str, None] = None, sample_weight: ArrayLike = None) -> list:
-    """One row per method: error AUROC, error AUPR, AURC and ECE, each with a 95% bootstrap CI, and the selective
-    accuracy at 90/95/99% coverage (``sel_acc@90`` ...).
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control over the comparisons given)."""
+    p = as_array(list(p_values), "p_values")
+    order = np.argsort(p, kind="mergesort")
+    adj = np.maximum.accumulate(np.minimum(1.0, (p.shape[0] - np.arange(p.shape[0])) * p[order]))
+    out = np.empty_like(adj)
+    out[order] = adj
+    return out
 
-    With ``reference`` (a key of ``confidences``), each row also gets the paired bootstrap CI of
-    ``AUROC(method) - AUROC(reference)`` and ``AURC(method) - AURC(reference)`` (same resamples for both).
-    ECE treats each confidence as a probability of being correct (so it is only meaningful for calibrated ones).
-    ``sample_weight`` (e.g. from :func:`stratified_subset`) makes AUPR, AURC and ECE estimate the population's
-    values from an enriched subset (the AUROC does not need it: it conditions on right/wrong).
 
-    Returns:
-        list of dicts (``method``, ``auroc``, ``auroc_lo``, ``auroc_hi``, ... ), ready for a DataFrame or
-        :func:`helpers.report.save_results`.
+def confidence_table(confidences: Mapping[str, ArrayLike], correct: Union[ArrayLike, Mapping[str, ArrayLike]], *,
+                     n_boot: int = 1000, seed: int = 0, n_bins: int = 15, reference: Optional[str] = None,
+                     sample_weight: ArrayLike = None, probabilities: Sequence[str] = ()) -> list:
+    """One row per method: error AUROC, error AUPR, AURC (each with a 95% CI), ECE for the methods named in
+    ``probabilities`` only (its CI: the basic bootstrap interval, clipped at 0), and the selective accuracy at
+    90/95/99% coverage (``sel_acc@90`` ...).
+
+    ``correct``: one boolean array, or ``{method: array}`` for methods that score their own predictions.
+    ``sample_weight`` (from :func:`stratified_subset`) weights every estimate and replicate, and the bootstrap then
+    resamples within right / wrong (of the first ``correct``), as the subset was drawn. With ``reference``, each
+    row gets the paired CI and p-value of ``AUROC(method) - AUROC(reference)`` and of the AURC difference.
+    Returns a list of dicts (``method``, ``auroc``, ``auroc_lo``, ``auroc_hi``, ..., ``d_auroc_p``).
     """
-    corr = _as_correct(correct, as_array(correct, "correct").shape[0])
-    w = _as_weights(sample_weight, corr.shape[0])
+    corrs = dict(correct) if isinstance(correct, Mapping) else {}
+    base = next(iter(corrs.values())) if corrs else correct
+    strata = _as_correct(base, as_array(base, "correct").shape[0])
+    n = strata.shape[0]
+    w = _as_weights(sample_weight, n)
+    st = strata if sample_weight is not None else None
+    fns = {"auroc": error_auroc, "aupr": error_aupr, "aurc": aurc, "ece": lambda a, b, ww: ece(a, b, n_bins, ww)}
     rows = []
     for name, conf in confidences.items():
-        c = as_array(conf, f"confidences[{name!r}]")
-        if c.shape[0] != corr.shape[0]:
-            raise ValueError(f"confidences[{name!r}] has length {c.shape[0]}, correct has {corr.shape[0]}")
+        c, corr = as_array(conf, f"confidences[{name!r}]"), _as_correct(corrs.get(name, base), n)
+        if c.shape[0] != n:
+            raise ValueError(f"confidences[{name!r}] has length {c.shape[0]}, correct has {n}")
         row: Dict[str, object] = {"method": name}
-        metrics = {"auroc": lambda a, b, ww: error_auroc(a, b), "aupr": error_aupr, "aurc": aurc}
-        if c.min() >= 0.0 and c.max() <= 1.0:
-            metrics["ece"] = lambda a, b, ww: ece(a, b, n_bins, ww)
-        for key, fn in metrics.items():
-            ci = bootstrap_ci(fn, c, corr, w, n=n_boot, seed=seed)
-            row.update({key: ci.estimate, f"{key}_lo": ci.low, f"{key}_hi": ci.high})
-        for cov in (0.90, 0.95, 0.99):
-            row[f"sel_acc@{int(round(100 * cov))}"] = selective_accuracy(c, corr, cov, w)
-        if "ece" not in metrics:
-            row.update({"ece": float("nan"), "ece_lo": float("nan"), "ece_hi": float("nan")})
+        for key, fn in fns.items():
+            if key == "ece" and name not in probabilities:
+                row.update({"ece": np.nan, "ece_lo": np.nan, "ece_hi": np.nan})
+                continue
+            ci = bootstrap_ci(fn, c, corr, w, n=n_boot, seed=seed, strata=st,
+                              method="basic" if key == "ece" else "percentile")
+            row.update({key: ci.estimate, f"{key}_lo": max(0.0, ci.low), f"{key}_hi": ci.high})
+        row.update({f"sel_acc@{int(100 * v)}": a for v, a in selective_accuracy(c, corr, (.9, .95, .99), w).items()})
         if reference is not None and name != reference:
-            ref = confidences[reference]
-            ref = as_array(ref, f"confidences[{reference!r}]")
-            for key, fn in (("auroc", lambda a, b, ww: error_auroc(a, b)), ("aurc", aurc)):
-                d = bootstrap_ci(lambda a, b, cc, ww: fn(a, cc, ww) - fn(b, cc, ww), c, ref, corr, w,  # noqa: B023 - used at once
-                                 n=n_boot, seed=seed)
-                row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high})
+            ref, ref_corr = as_array(confidences[reference], "reference"), _as_correct(corrs.get(reference, base), n)
+            for key in ("auroc", "aurc"):
+                d = bootstrap_ci(lambda a, b, ca, cb, ww, f=fns[key]: f(a, ca, ww) - f(b, cb, ww), c, ref, corr,
+                                 ref_corr, w, n=n_boot, seed=seed, strata=st)
+                row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high, f"d_{key}_p": d.p_value})
         rows.append(row)
     return rows
 
 
 def stratified_subset(correct: ArrayLike, n_wrong: int, n_correct: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """An error-enriched subset: up to ``n_wrong`` wrong and ``n_correct`` right predictions, drawn without replacement.
+    """An error-enriched subset: up to ``n_wrong`` wrong and ``n_correct`` right predictions, without replacement.
 
-    Used where a per-example method is too slow for the whole split (quick mode): a 99%-accurate model has ~10
-    errors in 1,000 random images, too few to rank; an enriched subset keeps many. The error AUROC is unchanged in
-    expectation (it conditions on right/wrong); AUPR, AURC and ECE depend on the error rate, so on the subset they
-    compare methods with each other, not with full-population numbers. ``weights`` (inverse inclusion probability)
-    restore the population's proportions when fitting a calibrator (``sample_weight``).
-
-    Returns:
-        ``indices`` (sorted, int64) and ``weights`` (float64, same length).
+    Returns sorted ``indices`` (int64) and ``weights`` (inverse inclusion probabilities, float64): with them every
+    metric above estimates the value on the whole split (AUPR, AURC, ECE and the selective risk depend on the error
+    rate; the AUROC does not). Take ``n_wrong`` >= the number of errors to keep all of them, as
+    :func:`selective_guarantee` requires.
     """
-    corr = as_array(correct, "correct")
-    if not np.isin(corr, (0.0, 1.0)).all():
-        raise ValueError("correct must hold booleans or 0/1 values")
-    corr = corr.astype(bool)
+    corr = _as_correct(correct, as_array(correct, "correct").shape[0])
     rng = np.random.default_rng(seed)
     wrong_idx, right_idx = np.flatnonzero(~corr), np.flatnonzero(corr)
     take_w = rng.choice(wrong_idx, min(n_wrong, wrong_idx.size), replace=False)
@@ -468,7 +462,5 @@ def stratified_subset(correct: ArrayLike, n_wrong: int, n_correct: int, seed: in
     idx = np.sort(np.r_[take_w, take_r]).astype(np.int64)
     if idx.size == 0:
         raise ValueError("stratified_subset selected nothing: n_wrong and n_correct are 0 or correct is empty")
-    w_wrong = wrong_idx.size / max(1, take_w.size)
-    w_right = right_idx.size / max(1, take_r.size)
-    weights = np.where(corr[idx], w_right, w_wrong).astype(np.float64)
-    return idx, weights
+    w_wrong, w_right = wrong_idx.size / max(1, take_w.size), right_idx.size / max(1, take_r.size)
+    return idx, np.where(corr[idx], w_right, w_wrong).astype(np.float64)

@@ -1,15 +1,16 @@
-"""Distribution shifts and attacks: rotation, noise, blends, scikit-learn digits, FGSM and PGD.
+"""Distribution shifts and attacks: rotation, noise, blends, FGSM and PGD, within a given input range.
 
-All batched torch code on the images' device (attacks on the model's device, chunked). Images are
-``N x 1 x 28 x 28`` in ``[0, 1]``; every shifted image is clipped back to ``[0, 1]``.
+Every routine takes ``input_range=(lo, hi)`` (default MNIST's ``(0, 1)``) and keeps its output inside it, or
+``input_range=None`` for unbounded inputs (standardised tabular data, normalised images): nothing is clamped then.
+Images are ``N x C x H x W`` (rotation) or any ``N x ...`` (noise, blends, attacks). The attacks run on the model's
+device in chunks, under any dtype of ``x`` (the model sees its own dtype, the result has ``x``'s).
 
-* :func:`rotate` -- rotation by an angle in degrees (counter-clockwise, bilinear, zero fill), one angle or one per image.
-* :func:`add_noise` -- additive Gaussian noise of standard deviation ``sigma``.
-* :func:`blend` / :func:`blend_pairs` -- ``(1 - alpha) x + alpha x'``, a convex mix with another digit.
-* :func:`sklearn_digits` -- scikit-learn's 8x8 digits resized like MNIST (another population of writers).
-* :func:`fgsm` / :func:`pgd` -- L-infinity attacks of radius ``eps`` (our own batched code).
-* :func:`apply_shift` -- one entry point ``(kind, strength)`` over all of the above, and :data:`SHIFT_GRIDS`, the
-  strengths the notebooks sweep.
+* :func:`rotate`, :func:`add_noise`, :func:`blend`, :func:`blend_pairs` -- label-preserving (or mixing) shifts.
+* :func:`fgsm`, :func:`pgd` -- white-box L-infinity attacks of radius ``eps`` on the true labels ``y``.
+* :func:`apply_shift` -- one entry point ``(kind, strength)``; :data:`SHIFT_GRIDS` -- the strengths the notebooks sweep.
+
+The population shift (scikit-learn's digits) and the far-OOD set (animal silhouettes) are data:
+:func:`helpers.data.load_digits_shift`, :func:`helpers.data.load_animal_shapes`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ from torch import nn
 from .batching import bytes_per_image, chunk_size_for, run_chunked
 from .validation import check_images, check_model, check_target, model_device
 
-__all__ = ["fgsm", "pgd", "rotate", "add_noise", "blend", "blend_pairs", "sklearn_digits", "apply_shift",
-           "SHIFT_KINDS", "SHIFT_GRIDS"]
+__all__ = ["fgsm", "pgd", "rotate", "add_noise", "blend", "blend_pairs", "apply_shift", "SHIFT_KINDS", "SHIFT_GRIDS"]
 
-#: Shift kinds understood by :func:`apply_shift`.
 SHIFT_KINDS = ("rotation", "noise", "blend", "fgsm", "pgd")
-
-#: The strengths each notebook sweeps: degrees, sigma, alpha, and L-infinity eps for the attacks.
+#: degrees, sigma, alpha, and L-infinity eps for the attacks.
 SHIFT_GRIDS: Dict[str, Tuple[float, ...]] = {
     "rotation": (0.0, 15.0, 30.0, 45.0, 60.0, 75.0, 90.0),
     "noise": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
@@ -38,182 +36,164 @@ SHIFT_GRIDS: Dict[str, Tuple[float, ...]] = {
     "fgsm": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
     "pgd": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
 }
+Range = Optional[Tuple[float, float]]
+
+
+def _clip(x: torch.Tensor, input_range: Range, check: bool = False) -> torch.Tensor:
+    """``x`` clamped to ``input_range`` (``None``: unchanged); with ``check``, refuse an ``x`` outside the range."""
+    if input_range is None:
+        return x
+    if len(input_range) != 2 or not all(math.isfinite(v) for v in input_range) or not input_range[0] < input_range[1]:
+        raise ValueError(f"input_range must be (lo, hi) with finite lo < hi, or None, got {input_range!r}")
+    lo, hi = float(input_range[0]), float(input_range[1])
+    if check and (float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6):
+        raise ValueError(f"x has values in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside input_range "
+                         f"{input_range}: pass input_range=(lo, hi) of your data, or None for unbounded inputs")
+    return x.clamp(lo, hi)
+
+
+def _labels(y: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    if y is None:
+        raise ValueError("y is None: an attack needs the true labels (a LongTensor N)")
+    return check_target(y, n, name="y")
 
 
 def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy at ``x`` (in the model's dtype; one binary logit = class-1 log-odds)."""
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
+        z = model(x)
+        z = torch.cat([torch.zeros_like(z.reshape(-1, 1)), z.reshape(-1, 1)], 1) if z.dim() == 1 or z.shape[1] == 1 \
+            else z
+        check_target(y, x.shape[0], z.shape[1], name="y")  # an out-of-range label, named, not an IndexError
+        (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), x)
     return g
 
 
-def _attack_chunk(model: nn.Module, x: torch.Tensor, batch_size: Optional[int]) -> int:
-    # backward of a small CNN: ~200 x the input bytes per image is a safe bound
-    return batch_size or chunk_size_for(bytes_per_image(x, 200), device=model_device(model),
-                                        maximum=4096)
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters()), torch.float32)
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
-         batch_size: Optional[int] = None) -> torch.Tensor:
-    """Fast gradient sign method: ``clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``. Returns ``N x ...``.
-
-    Computed on the model's device in chunks of ``batch_size`` images (default: sized to the memory budget); the
-    result is on ``x``'s device.
-    """
+def _attack(model, x, y, eps, batch_size, input_range, step) -> torch.Tensor:
     check_model(model)
     check_images(x)
-    y = check_target(y, x.shape[0], name="y")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    dev = model_device(model)
+    y = _labels(y, x.shape[0])
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps)) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    _clip(x, input_range, check=True)
+    dev, dtype = model_device(model), _model_dtype(model)
+    bs = batch_size or chunk_size_for(bytes_per_image(x, 200), device=dev, maximum=4096)
 
     def run(a: int, b: int) -> torch.Tensor:
-        xb, yb = x[a:b].to(dev), y[a:b].to(dev)
-        return (xb + eps * _loss_grad(model, xb, yb).sign()).clamp(0, 1).detach().to(x.device)
+        return step(x[a:b].to(dev, dtype), y[a:b].to(dev)).detach().to(x.device, x.dtype)
 
-    return run_chunked(run, x.shape[0], _attack_chunk(model, x, batch_size))
+    return run_chunked(run, x.shape[0], bs)
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batch_size: Optional[int] = None,
+         input_range: Range = (0.0, 1.0)) -> torch.Tensor:
+    """Fast gradient sign method: ``clip(x + eps sign(grad_x CE(f(x), y)))`` (``N x ...``, on ``x``'s device)."""
+    return _attack(model, x, y, eps, batch_size, input_range,
+                   lambda xb, yb: _clip(xb + eps * _loss_grad(model, xb, yb).sign(), input_range))
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 20,
         step_size: Optional[float] = None, random_start: bool = True, seed: int = 0,
-        batch_size: Optional[int] = None) -> torch.Tensor:
-    """Projected gradient descent in the L-infinity ball of radius ``eps`` (Madry et al. 2018).
-
-    ``steps`` signed-gradient steps of ``step_size`` (default ``2.5 eps / steps``), each projected back onto the ball
-    and onto ``[0, 1]``; a uniform random start when ``random_start``. Returns adversarial images ``N x ...`` on
-    ``x``'s device, computed on the model's device in chunks (the chunk starting at row ``a`` draws its random start
-    from a generator seeded with ``seed + a``, so one chunk reproduces the unchunked call).
-    """
-    check_model(model)
-    check_images(x)
-    y = check_target(y, x.shape[0], name="y")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+        batch_size: Optional[int] = None, input_range: Range = (0.0, 1.0)) -> torch.Tensor:
+    """Projected gradient descent in the L-infinity ball of radius ``eps`` (Madry et al. 2018): ``steps``
+    signed-gradient steps of ``step_size`` (default ``2.5 eps / steps``), each projected onto the ball and
+    ``input_range``. The random start is one uniform draw of one input's shape from ``seed``, shared by every input
+    (so a result does not depend on the batch, the position or the chunk size)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     alpha = step_size if step_size is not None else 2.5 * eps / steps
-    dev = model_device(model)
+    start = torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
 
-    def run(a: int, b: int) -> torch.Tensor:
-        xb, yb = x[a:b].to(dev), y[a:b].to(dev)
-        gen = torch.Generator(device=dev).manual_seed(seed + a)
-        x_adv = xb.detach().clone()
-        if random_start and eps > 0:
-            x_adv = (x_adv + (torch.rand(xb.shape, generator=gen, device=dev) * 2 - 1) * eps).clamp(0, 1)
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        x_adv = _clip(xb + eps * start.to(xb), input_range) if random_start and eps > 0 else xb.clone()
         for _ in range(steps):
             x_adv = x_adv + alpha * _loss_grad(model, x_adv, yb).sign()
-            x_adv = torch.min(torch.max(x_adv, xb - eps), xb + eps).clamp(0, 1).detach()
-        return x_adv.to(x.device)
+            x_adv = _clip(torch.min(torch.max(x_adv, xb - eps), xb + eps), input_range).detach()
+        return x_adv
 
-    return run_chunked(run, x.shape[0], _attack_chunk(model, x, batch_size))
+    return _attack(model, x, y, eps, batch_size, input_range, step)
 
 
-def rotate(x: torch.Tensor, degrees: Union[float, Sequence[float], torch.Tensor]) -> torch.Tensor:
-    """Rotate each image counter-clockwise about its centre by ``degrees`` (bilinear, zeros shifted in).
-
-    Args:
-        x: ``N x C x H x W``.
-        degrees: one angle for every image, or ``N`` angles.
-
-    Returns:
-        ``N x C x H x W`` in ``[0, 1]``. A multiple of 90 degrees on a square image is exact (equal to ``torch.rot90``).
-    """
-    check_images(x, min_dim=4)
+def rotate(x: torch.Tensor, degrees: Union[float, Sequence[float], torch.Tensor],
+           input_range: Range = (0.0, 1.0)) -> torch.Tensor:
+    """Rotate each image (``N x C x H x W``) counter-clockwise about its centre by ``degrees`` (one angle or ``N``),
+    bilinear, zeros shifted in. A multiple of 90 degrees on a square image equals ``torch.rot90``."""
+    _clip(check_images(x, min_dim=4), input_range, check=True)
     n = x.shape[0]
     ang = torch.as_tensor(degrees, dtype=torch.float64).flatten()
-    if ang.numel() == 1:
-        ang = ang.expand(n)
-    if ang.numel() != n:
-        raise ValueError(f"degrees must be one angle or {n} angles (one per image), got {ang.numel()}")
-    if not bool(torch.isfinite(ang).all()):
-        raise ValueError("degrees contains NaN/Inf")
+    ang = ang.expand(n) if ang.numel() == 1 else ang
+    if ang.numel() != n or not bool(torch.isfinite(ang).all()):
+        raise ValueError(f"degrees must be one finite angle or {n} (one per image), got {ang.numel()}")
     rad = ang * (math.pi / 180.0)
-    cos, sin = torch.cos(rad), torch.sin(rad)
+    cos, sin, zero = torch.cos(rad), torch.sin(rad), torch.zeros_like(rad)
     # output pixel p samples the input at R(-angle) p in (x right, y down) normalised coordinates
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-                         torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1).to(x.device, x.dtype)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+    return _clip(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False), input_range)
 
 
-def add_noise(x: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
-    """``clip(x + sigma * z, 0, 1)`` with ``z ~ N(0, I)`` drawn from a generator seeded with ``seed``. ``N x ...``."""
-    check_images(x)
+def add_noise(x: torch.Tensor, sigma: float, seed: int = 0, input_range: Range = (0.0, 1.0)) -> torch.Tensor:
+    """``clip(x + sigma z)``, ``z ~ N(0, I)`` from a generator seeded with ``seed`` (``N x ...``)."""
+    _clip(check_images(x), input_range, check=True)
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    return (x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)).clamp(0, 1)
+    return _clip(x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype), input_range)
 
 
-def blend(x: torch.Tensor, x_other: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Convex mix ``(1 - alpha) x + alpha x_other`` of two image batches of the same shape, ``alpha`` in [0, 1]."""
-    check_images(x)
-    check_images(x_other, "x_other")
+def blend(x: torch.Tensor, x_other: torch.Tensor, alpha: float, input_range: Range = (0.0, 1.0)) -> torch.Tensor:
+    """Convex mix ``(1 - alpha) x + alpha x_other`` of two batches of one shape, ``alpha`` in [0, 1]."""
+    _clip(check_images(x), input_range, check=True)
+    _clip(check_images(x_other, "x_other"), input_range, check=True)
     if x_other.shape != x.shape:
         raise ValueError(f"x_other must have the shape of x {tuple(x.shape)}, got {tuple(x_other.shape)}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    return ((1.0 - alpha) * x + alpha * x_other.to(x.device)).clamp(0, 1)
+    return (1.0 - alpha) * x + alpha * x_other.to(x.device)
 
 
-def blend_pairs(x: torch.Tensor, y: torch.Tensor, alpha: float, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Blend each image with a partner of a *different* label from the same batch (``alpha`` = partner's weight).
-
-    Partners are a random derangement by label: image ``i`` is paired with a random image ``j`` with
-    ``y[j] != y[i]`` (seeded). Returns the blended images ``N x ...`` and the partner labels ``N``.
-    """
+def blend_pairs(x: torch.Tensor, y: torch.Tensor, alpha: float, seed: int = 0,
+                input_range: Range = (0.0, 1.0)) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Blend each image with a random partner of a *different* label from the batch (``alpha`` = partner's weight);
+    returns the blended images ``N x ...`` and the partner labels ``N``."""
     check_images(x)
-    y = check_target(y, x.shape[0], name="y")
+    y = _labels(y, x.shape[0]).cpu()
     if int(torch.unique(y).numel()) < 2:
         raise ValueError("y holds a single class: blend_pairs needs at least two labels to pair different digits")
     gen = torch.Generator().manual_seed(seed)
-    y_cpu = y.cpu()
-    n = x.shape[0]
-    partner = torch.randperm(n, generator=gen)
-    # re-draw partners that share the label (vectorised; a few rounds suffice), then fix any left by a scan
-    for _ in range(20):
-        same = y_cpu[partner] == y_cpu
+    partner = torch.randperm(x.shape[0], generator=gen)
+    for _ in range(20):  # re-draw partners that share the label; a scan fixes any left
+        same = y[partner] == y
         if not bool(same.any()):
             break
-        partner[same] = torch.randint(0, n, (int(same.sum()),), generator=gen)
-    same = (y_cpu[partner] == y_cpu).nonzero().flatten()
-    for i in same.tolist():  # rare leftovers only
-        partner[i] = int((y_cpu != y_cpu[i]).nonzero()[0])
-    partner = partner.to(x.device)
-    return blend(x, x[partner], alpha), y[partner.to(y.device)]
-
-
-def sklearn_digits(device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1,797 digits as MNIST-like ``1797 x 1 x 28 x 28`` images and labels (see
-    :func:`helpers.data.load_digits_shift`)."""
-    from .data import load_digits_shift
-
-    return load_digits_shift(device=device)
+        partner[same] = torch.randint(0, x.shape[0], (int(same.sum()),), generator=gen)
+    for i in (y[partner] == y).nonzero().flatten().tolist():
+        partner[i] = int((y != y[i]).nonzero()[0])
+    return blend(x, x[partner.to(x.device)], alpha, input_range), y[partner]
 
 
 def apply_shift(kind: str, x: torch.Tensor, strength: float, *, y: Optional[torch.Tensor] = None,
-                model: Optional[nn.Module] = None, seed: int = 0, pgd_steps: int = 10) -> torch.Tensor:
-    """Shift ``x`` by ``kind`` at ``strength``: degrees (rotation), sigma (noise), alpha (blend), eps (fgsm / pgd).
-
-    ``blend`` needs ``y`` (partners of another label); the attacks need ``model`` and ``y`` (the true labels).
-    Strength 0 returns ``x`` unchanged (a copy). Returns ``N x ...`` images.
-    """
+                model: Optional[nn.Module] = None, seed: int = 0, pgd_steps: int = 10,
+                input_range: Range = (0.0, 1.0)) -> torch.Tensor:
+    """Shift ``x`` by ``kind`` at ``strength``: degrees (rotation), sigma (noise), alpha (blend, needs ``y``), eps
+    (fgsm / pgd, need ``model`` and the true ``y``). Strength 0 returns a copy of ``x``."""
     if kind not in SHIFT_KINDS:
         raise ValueError(f"kind must be one of {SHIFT_KINDS}, got {kind!r}")
     if strength == 0:
-        check_images(x)
-        return x.clone()
+        return check_images(x).clone()
     if kind == "rotation":
-        return rotate(x, strength)
+        return rotate(x, strength, input_range)
     if kind == "noise":
-        return add_noise(x, strength, seed=seed)
-    if y is None:
-        raise ValueError(f"y (the labels) is required for the {kind!r} shift")
+        return add_noise(x, strength, seed=seed, input_range=input_range)
     if kind == "blend":
-        return blend_pairs(x, y, strength, seed=seed)[0]
+        return blend_pairs(x, y, strength, seed=seed, input_range=input_range)[0]
     if model is None:
         raise ValueError(f"model is required for the {kind!r} attack")
     if kind == "fgsm":
-        return fgsm(model, x, y, strength)
-    return pgd(model, x, y, strength, steps=pgd_steps, seed=seed)
+        return fgsm(model, x, y, strength, input_range=input_range)
+    return pgd(model, x, y, strength, steps=pgd_steps, seed=seed, input_range=input_range)

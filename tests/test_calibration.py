@@ -151,3 +151,92 @@ def test_sample_weight_undoes_enrichment():
     assert float(comb.confidence({"s": 1 / (1 + np.exp(-s))}).mean()) == pytest.approx(correct.mean(), abs=0.02)
     with pytest.raises(ValueError, match="sample_weight"):
         C.ScoreCalibrator().fit([0.1, 0.2, 0.3], [1, 0, 1], sample_weight=[1.0, -1.0, 1.0])
+
+
+class _ScoreClassifier:
+    """A fitted 'classifier' whose input is already its decision function (lets scikit-learn calibrate scores)."""
+
+    _estimator_type = "classifier"
+
+    def __init__(self, classes):
+        self.classes_ = np.asarray(classes)
+
+    def fit(self, X, y=None):  # noqa: N803 - scikit-learn API
+        return self
+
+    def decision_function(self, X):  # noqa: N803
+        X = np.asarray(X, dtype=np.float64)
+        return X[:, 0] if X.shape[1] == 1 else X
+
+    def predict(self, X):  # noqa: N803
+        return np.asarray(X).argmax(axis=1)
+
+    def get_params(self, deep=True):
+        return {"classes": self.classes_}
+
+    def set_params(self, **params):
+        return self
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True), classifier_tags=ClassifierTags())
+
+
+def _sklearn_sigmoid(X, y):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    return CalibratedClassifierCV(FrozenEstimator(_ScoreClassifier(np.unique(y))), method="sigmoid").fit(X, y)
+
+
+def _platt_gradient(f, y, a, b):
+    """Gradient of the summed log-loss against Platt's targets at (a, b)."""
+    n_pos, n_neg = y.sum(), (~y).sum()
+    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    r = 1 / (1 + np.exp(-(a * f + b))) - t
+    return np.array([r @ f, r.sum()])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_platt_converges_and_matches_sklearn_to_6_decimals(seed):
+    z, y = _synthetic_logits(n=3000, temperature=2.5, seed=seed)
+    platt = C.PlattScaling().fit(z, y)
+    s = C.top_class_score(z.double()).numpy()
+    correct = (z.argmax(1) == y).numpy()
+    assert np.abs(_platt_gradient(s, correct, platt.coef_, platt.intercept_)).max() <= 1e-7
+    cal = _sklearn_sigmoid(s[:, None], correct).calibrated_classifiers_[0].calibrators[0]
+    assert platt.coef_ == pytest.approx(-cal.a_, abs=1e-6) and platt.intercept_ == pytest.approx(-cal.b_, abs=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_platt_ovr_matches_sklearn_including_two_classes(n_classes):
+    z, y = _synthetic_logits(n=2000, n_classes=n_classes, temperature=2.0, seed=3)
+    ours = C.PlattScaling("ovr").fit(z, y).predict_proba(z.double().numpy())
+    X = (z[:, 1:] - z[:, :1]) if n_classes == 2 else z
+    ref = _sklearn_sigmoid(X.double().numpy(), y.numpy()).predict_proba(X.double().numpy())
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["N", "N x 1"])
+def test_single_output_models_are_binary_log_odds(shape):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1500, generator=g) * 3
+    y = (torch.rand(1500, generator=g) < torch.sigmoid(z / 2)).long()  # class 1 with probability sigmoid(z / 2)
+    single = z if shape == "N" else z[:, None]
+    two = torch.stack([torch.zeros_like(z), z], 1)
+    for cal in (C.TemperatureScaling(), C.PlattScaling(), C.PlattScaling("ovr")):
+        p1 = cal.fit(single, y).predict_proba(single)
+        torch.testing.assert_close(p1, type(cal)(*([] if isinstance(cal, C.TemperatureScaling) else [cal.mode]))
+                                   .fit(two, y).predict_proba(two))
+        assert p1.shape == (1500, 2)
+    assert C.TemperatureScaling().fit(single, y).temperature_ == pytest.approx(2.0, rel=0.15)
+    torch.testing.assert_close(C.top_class_score(single), z.abs())
+
+
+def test_labels_none_or_out_of_range_are_named():
+    z, y = _synthetic_logits(n=50)
+    with pytest.raises(ValueError, match="labels is None"):
+        C.PlattScaling().fit(z, None)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        C.TemperatureScaling().fit(z, y - 1)

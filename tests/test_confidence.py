@@ -45,26 +45,26 @@ def test_trust_score_density_filter_drops_outliers():
     assert not bool((ts.class_features_[0] == 50.0).all(dim=1).any())
 
 
-def test_mc_dropout_and_max_softmax(mnist_small):
+def test_mc_dropout_common_random_numbers_and_max_softmax(mnist_small):
     from helpers.models import get_model
 
-    x, y = mnist_small
+    x, _ = mnist_small
     model = get_model("cnn_dropout", device="cpu")
-    r1 = K.mc_dropout(model, x, n_passes=8, seed=0)
-    r2 = K.mc_dropout(model, x, n_passes=8, seed=0, chunk_size=32)
-    torch.testing.assert_close(r1.mean_probs, r2.mean_probs)  # seeded per chunk start: same chunks, same result
-    assert not model.drop1.training and not model.training  # dropout switched back off
-    torch.testing.assert_close(r1.mean_probs.sum(1), torch.ones(len(x)))
-    assert ((r1.agreement >= 0) & (r1.agreement <= 1)).all()
-    # the passes really differ (dropout is on) but agree with the deterministic prediction on easy digits
-    assert not torch.allclose(K.mc_dropout(model, x, n_passes=8, seed=1).mean_probs, r1.mean_probs)
+    mean = K.mc_dropout(model, x, n_passes=8, seed=0)
+    torch.testing.assert_close(mean.sum(1), torch.ones(len(x)))
+    # the T masks are shared by every input: a row does not depend on its batch, position or the chunk size
+    torch.testing.assert_close(K.mc_dropout(model, x[5:6], n_passes=8, seed=0), mean[5:6])
+    torch.testing.assert_close(K.mc_dropout(model, x.flip(0), n_passes=8, seed=0, batch_size=7), mean.flip(0))
+    assert not model.training and not model.drop1.training and not model.drop1._forward_hooks  # left as found
+    # dropout is really on (another seed, other masks), and MC-averaged predictions agree with the plain ones
+    assert not torch.allclose(K.mc_dropout(model, x, n_passes=8, seed=1), mean)
     det = torch.softmax(model(x), 1)
-    assert (r1.scored == det.argmax(1)).float().mean() > 0.9
-    # scoring another model's prediction
-    target = torch.zeros(len(x), dtype=torch.long)
-    r3 = K.mc_dropout(model, x, n_passes=4, target=target)
-    assert torch.equal(r3.scored, target)
+    assert (mean.argmax(1) == det.argmax(1)).float().mean() > 0.9
     torch.testing.assert_close(K.max_softmax(det.log()), det.max(1).values)
+    # by hand: one dropout layer on an identity "model": the mean of the T masked copies
+    lin = torch.nn.Sequential(torch.nn.Dropout(0.5)).eval()
+    got = K.mc_dropout(lin, torch.zeros(3, 4), n_passes=50, seed=0)
+    torch.testing.assert_close(got, torch.full((3, 4), 0.25))
 
 
 def test_trust_score_on_cnn_features_flags_errors(cnn, mnist_test):
@@ -101,17 +101,52 @@ def test_bad_input(cnn, mnist_small):
 
 def test_confidence_suite_and_shift_sweep(cnn, mnist_test):
     from helpers.data import load_mnist
+    from helpers.models import get_model
 
     xv, yv = load_mnist("val")
     x, y = mnist_test[0][:24], mnist_test[1][:24]
-    suite = K.ConfidenceSuite(cnn, abc_methods={"abc": dict(method="ig", baseline="zero", n_steps=4)},
+    drop = get_model("cnn_dropout", device="cpu")
+    suite = K.ConfidenceSuite(cnn, dropout_model=drop, n_passes=4,
+                              abc_methods={"abc": dict(method="ig", baseline="zero", n_steps=4)},
                               abc_samples=4).fit(xv[:300], yv[:300], xv[300:800], yv[300:800])
     sc = suite.scores(x, abc_n=5)
-    assert set(sc) == {"pred", "max softmax", "temperature", "platt", "trust score", "abc"}
+    assert set(sc) == {"pred", "max softmax", "temperature", "platt", "platt (ovr)", "mc dropout", "mc dropout pred",
+                       "dropout agreement", "trust score", "abc"}
     assert len(sc["abc"]) == 5 and len(sc["platt"]) == 24
+    # true MC dropout scores the dropout network's own prediction; the agreement scores the CNN's
+    mean = K.mc_dropout(drop, x, n_passes=4, seed=0)
+    np.testing.assert_array_equal(sc["mc dropout pred"], mean.argmax(1).numpy())
+    np.testing.assert_allclose(sc["mc dropout"], mean.max(1).values.numpy())
+    np.testing.assert_allclose(sc["dropout agreement"], mean[torch.arange(24), torch.as_tensor(sc["pred"])].numpy())
+    yn = y.numpy()
+    np.testing.assert_array_equal(K.correct_of(sc, yn, "mc dropout"), sc["mc dropout pred"] == yn)
     rows, scores = K.shift_sweep(suite, x, y, {"rotation": (0.0, 90.0), "noise": (0.0,)}, abc_n=5)
     assert scores[("rotation", 0.0)] is scores[("noise", 0.0)]  # the clean batch is scored once
-    acc = {(r["kind"], r["strength"]): r["accuracy"] for r in rows if r["method"] == "max softmax"}
-    assert acc[("rotation", 90.0)] < acc[("rotation", 0.0)]
+    acc = {(r["kind"], r["strength"], r["method"]): r["accuracy"] for r in rows}
+    assert acc[("rotation", 90.0, "max softmax")] < acc[("rotation", 0.0, "max softmax")]
+    assert acc[("rotation", 0.0, "mc dropout")] == pytest.approx(float((sc["mc dropout pred"] == yn).mean()))
     with pytest.raises(RuntimeError, match="not fitted"):
         K.ConfidenceSuite(cnn).scores(x)
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_suite_on_a_binary_tabular_model(outputs):
+    """Two classes, and a single-output model (N x 1 logit = log-odds of class 1), go through the whole pipeline."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 5, generator=g)
+    y = (x[:, 0] + 0.8 * torch.randn(600, generator=g) > 0).long()
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, outputs)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[-1, 0] = 2.0
+    model = torch.nn.Sequential(torch.nn.Dropout(0.2), lin).eval()
+    sc = K.ConfidenceSuite(model, dropout_model=model, n_passes=4).fit(x[:300], y[:300]).scores(x[300:])
+    assert set(sc) >= {"max softmax", "temperature", "platt", "platt (ovr)", "mc dropout", "dropout agreement"}
+    correct = sc["pred"] == y[300:].numpy()
+    assert 0.6 < correct.mean() < 0.95
+    for name in ("max softmax", "platt", "platt (ovr)", "mc dropout"):
+        lo = 0.0 if name == "platt (ovr)" else 0.5  # one-vs-rest may give the arg-max logit's class < 1/2
+        assert ((sc[name] >= lo) & (sc[name] <= 1.0)).all(), name
+        if name != "mc dropout":
+            assert M.error_auroc(sc[name], correct) > 0.6

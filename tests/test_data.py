@@ -167,3 +167,51 @@ def test_center_by_mass_moves_a_dot_to_the_centre():
     assert out.sum() == 1.0
     r, c = divmod(int(out.flatten().argmax()), 28)
     assert (r, c) in {(13, 13), (13, 14), (14, 13), (14, 14)}
+
+
+def _animal_wheel(tmp_path, x_blob: bytes, y_blob: bytes):
+    wheel = tmp_path / "animal_shape_mnist-0.39-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for member, blob in zip(D.ANIMAL_MEMBERS, (x_blob, y_blob)):
+            zf.writestr(member, blob)
+    return wheel
+
+
+def test_animal_wheel_with_a_bad_hash_is_never_unpickled(tmp_path, monkeypatch):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    evil = gzip.compress(pickle.dumps(Evil()))
+    called = []
+    monkeypatch.setattr(D, "restricted_loads", lambda b: called.append(1))
+    wheel = _animal_wheel(tmp_path, evil, evil)
+    with pytest.raises(D.ChecksumError, match="animal_shape_mnist-0.39.*SHA-256"):  # the wheel's own hash first
+        D.build_animal_npz(tmp_path / "animal_shapes.npz", wheel=wheel)
+    monkeypatch.setattr(D, "ANIMAL_WHEEL_SHA256", D.sha256_file(wheel))  # a wheel that passes: its members fail
+    with pytest.raises(D.ChecksumError, match="animal_data_version_3.gz has SHA-256"):
+        D.build_animal_npz(tmp_path / "animal_shapes.npz", wheel=wheel)
+    assert not called and not (tmp_path / "pwned").exists() and not (tmp_path / "animal_shapes.npz").exists()
+
+
+def test_animal_arrays_are_converted_exactly(tmp_path, monkeypatch):
+    x = np.random.default_rng(0).integers(0, 256, (10_000, 28, 28), dtype=np.uint8)
+    y = np.arange(10_000, dtype=np.int64) % 10
+    blobs = (gzip.compress(pickle.dumps(x, protocol=4)), gzip.compress(pickle.dumps(y, protocol=4)))
+    wheel = _animal_wheel(tmp_path, *blobs)
+    monkeypatch.setattr(D, "ANIMAL_WHEEL_SHA256", D.sha256_file(wheel))
+    monkeypatch.setattr(D, "ANIMAL_MEMBERS", dict(zip(D.ANIMAL_MEMBERS, map(D.sha256_bytes, blobs))))
+    monkeypatch.setattr(D, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(D, "_download_wheel", lambda dest, spec=None: wheel)
+    xt, yt = D.load_animal_shapes()
+    assert xt.shape == (10_000, 1, 28, 28) and xt.dtype == torch.float32 and yt.dtype == torch.int64
+    np.testing.assert_array_equal((xt * 255).round().to(torch.uint8).numpy()[:, 0], x)
+    np.testing.assert_array_equal(yt.numpy(), y)
+    assert D._cache_ok(tmp_path / "animal_shapes.npz")
+
+
+def test_real_animal_shapes_load_with_checked_hashes():
+    x, y = D.load_animal_shapes()
+    assert x.shape == (10_000, 1, 28, 28) and y.shape == (10_000,)
+    assert x.min() >= 0 and x.max() <= 1 and set(y.tolist()) == set(range(10))
+    assert 0.05 < float(x.mean()) < 0.5  # white silhouettes on black, like MNIST's strokes

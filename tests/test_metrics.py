@@ -209,3 +209,110 @@ def test_selective_accuracy_weighted_and_table_columns():
             M.selective_accuracy(conf[rep], correct[rep], c), abs=0.02)
     row = M.confidence_table({"a": 1 / (1 + np.exp(-conf))}, correct, n_boot=20)[0]
     assert row["sel_acc@90"] == M.selective_accuracy(conf, correct, 0.9)
+
+
+# ---- weights, OOD metrics, the selective-risk guarantee, Holm ---------------------------------------------------
+
+def test_weighted_auroc_matches_sklearn():
+    conf, correct = _random_case(6, n=300, ties=True)
+    w = np.random.default_rng(0).uniform(0.2, 5.0, 300)  # weights that are not constant per class change the AUROC
+    assert M.error_auroc(conf, correct, w) == pytest.approx(roc_auc_score(~correct, -conf, sample_weight=w), abs=1e-12)
+    assert abs(M.error_auroc(conf, correct, w) - M.error_auroc(conf, correct)) > 1e-3
+
+
+def test_ood_aupr_and_fpr95_match_sklearn():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(1, 1, 400), np.round(rng.normal(0, 1, 150), 1)
+    pool, out = np.r_[a, b], np.r_[np.zeros(400), np.ones(150)]
+    assert M.ood_aupr(a, b) == pytest.approx(average_precision_score(out, -pool), abs=1e-12)
+    fpr, tpr, _ = roc_curve(1 - out, pool)  # in-distribution positive, accepted when confidence >= threshold
+    assert M.fpr_at_tpr(a, b, 0.95) == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-12)
+    assert M.fpr_at_tpr(a, a + 10) == 1.0 and M.fpr_at_tpr(a, a - 100) == 0.0
+
+
+@pytest.mark.parametrize("errors,n,delta", [(0, 500, 0.05), (3, 300, 0.01), (40, 4000, 0.004), (9, 10, 0.2)])
+def test_binomial_upper_bound_is_the_exact_tail_inversion(errors, n, delta):
+    from scipy.stats import binom
+
+    b = M.binomial_upper_bound(errors, n, delta)
+    assert binom.cdf(errors, n, b) == pytest.approx(delta, rel=1e-6)  # the tail at the bound is exactly delta
+    assert binom.cdf(errors, n, b * 0.999) > delta > binom.cdf(errors, n, min(1.0, b * 1.001))
+    assert M.binomial_upper_bound(n, n, delta) == 1.0
+
+
+def _sgr_population(rng, n):
+    conf = rng.random(n)
+    correct = rng.random(n) >= 0.2 * (1 - conf) ** 3  # P(error | c) = 0.2 (1 - c)^3: risk above t = 0.05 (1 - t)^3
+    return conf, correct
+
+
+@pytest.mark.parametrize("subsample", [False, True])
+def test_selective_guarantee_holds_in_95_percent_of_repetitions(subsample):
+    rng = np.random.default_rng(0)
+    held, covs = 0, []
+    for _ in range(150):
+        conf, correct = _sgr_population(rng, 6000)
+        w = None
+        if subsample:  # every error + 20% of the right predictions, as stratified_subset draws them
+            idx, w = M.stratified_subset(correct, 10**6, int(0.2 * correct.sum()), seed=int(rng.integers(1 << 30)))
+            conf, correct = conf[idx], correct[idx]
+        g = M.selective_guarantee(conf, correct, risk=0.01, delta=0.05, sample_weight=w)
+        true_risk = 0.05 * (1 - g.threshold) ** 3 if np.isfinite(g.threshold) else 0.0
+        held += true_risk <= 0.01
+        covs.append(1 - g.threshold if np.isfinite(g.threshold) else 0.0)
+    assert held / 150 >= 0.95
+    assert 0.15 < np.mean(covs) < 0.585, np.mean(covs)  # useful, and below the best possible coverage (1 - t* = 0.2^(1/3))
+
+
+def test_selective_guarantee_uses_the_bonferroni_bound_at_its_threshold():
+    conf, correct = _sgr_population(np.random.default_rng(1), 6000)
+    g = M.selective_guarantee(conf, correct, risk=0.01, delta=0.05)
+    keep = conf >= g.threshold
+    k = int(np.ceil(np.log2(np.unique(conf).size + 1)))
+    assert g.bound == pytest.approx(M.binomial_upper_bound(int((~correct[keep]).sum()), int(keep.sum()), 0.05 / k))
+    assert g.bound <= 0.01 and (g.coverage, g.risk) == M.selective_risk(conf, correct, g.threshold)
+    assert g.risk < g.bound  # the empirical risk alone would promise too much
+    never = M.selective_guarantee(conf, correct, risk=1e-6)
+    assert never.threshold == np.inf and never.coverage == 0.0
+    with pytest.raises(ValueError, match="every error"):
+        M.selective_guarantee(conf, correct, risk=0.01, sample_weight=np.full(6000, 2.0))
+
+
+def test_holm_adjustment_by_hand():
+    np.testing.assert_allclose(M.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(M.holm([0.5, 0.001]), [0.5, 0.002])
+
+
+def test_paired_p_value_small_for_a_clear_difference_and_large_for_none():
+    conf, correct = _random_case(0, n=400)
+    noisy = conf + np.random.default_rng(1).normal(0, 2, conf.shape)
+    assert M.paired_bootstrap_ci(M.error_auroc, conf, noisy, correct, n=200).p_value < 0.02
+    same = M.paired_bootstrap_ci(M.error_auroc, conf, conf + 1e-9 * np.random.default_rng(2).normal(size=400),
+                                 correct, n=200)
+    assert same.p_value > 0.5
+
+
+def test_subset_intervals_cover_the_full_set_value():
+    """An error-enriched, re-weighted subset's 95% CIs must contain the value on the whole split in most draws
+    (the percentile interval of ECE sat above it: resamples inflate ECE)."""
+    hits = {"auroc": 0, "aurc": 0, "ece": 0}
+    for r in range(30):
+        rng = np.random.default_rng(100 + r)
+        p = 1 / (1 + np.exp(-rng.normal(4.5, 1.5, 4000)))
+        correct = rng.random(4000) < p
+        idx, w = M.stratified_subset(correct, 10_000, 100, seed=r)
+        row = M.confidence_table({"p": p[idx]}, correct[idx], n_boot=200, seed=r, sample_weight=w,
+                                 probabilities=["p"])[0]
+        full = {"auroc": M.error_auroc(p, correct), "aurc": M.aurc(p, correct), "ece": M.ece(p, correct)}
+        for k in hits:
+            hits[k] += row[f"{k}_lo"] <= full[k] <= row[f"{k}_hi"]
+    assert min(hits.values()) >= 0.8 * 30, hits
+
+
+def test_ece_only_for_probabilities():
+    conf, correct = _random_case(0, n=200)
+    prob = 1 / (1 + np.exp(-conf))
+    rows = M.confidence_table({"p": prob, "score": prob}, correct, n_boot=20, probabilities=["p"])
+    assert np.isfinite(rows[0]["ece"]) and np.isnan(rows[1]["ece"])

@@ -42,13 +42,6 @@ def test_noise_and_blend(mnist_small):
     assert blended.shape == x.shape and bool((partner_y != y).all())
 
 
-def test_sklearn_digits_look_like_mnist():
-    x, y = S.sklearn_digits()
-    assert x.shape == (1797, 1, 28, 28) and y.shape == (1797,)
-    assert x.min() >= 0 and x.max() <= 1
-    assert set(y.tolist()) == set(range(10))
-
-
 def test_attacks_reduce_accuracy_and_respect_eps(cnn, mnist_test):
     x, y = mnist_test[0][:24], mnist_test[1][:24]
     eps = 0.2
@@ -100,3 +93,50 @@ def test_bad_input(cnn, mnist_small):
         S.apply_shift("zoom", x, 1.0)
     with pytest.raises(ValueError, match="model is required"):
         S.apply_shift("fgsm", x, 0.1, y=y)
+
+
+def _tabular():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1)) * 3  # standardised features, far outside [0, 1]
+    return model, x, torch.arange(32) % 3
+
+
+def test_input_range_none_leaves_unbounded_inputs_alone():
+    model, x, y = _tabular()
+    adv = S.fgsm(model, x, y, 0.5, input_range=None)
+    moved = (adv - x).abs()
+    assert torch.allclose(moved[moved > 0], torch.tensor(0.5))  # every feature moves by exactly eps, none clamped
+    assert adv.min() < 0 and adv.max() > 1
+    p = S.pgd(model, x, y, 0.5, steps=3, input_range=None)
+    assert (p - x).abs().max() <= 0.5 + 1e-6 and p.min() < 0
+    torch.testing.assert_close(S.add_noise(x, 0.0, input_range=None), x)
+    noisy = S.add_noise(x, 1.0, input_range=None)
+    assert noisy.min() < 0 and noisy.max() > 1 and (noisy - x).std().item() == pytest.approx(1.0, rel=0.3)
+    with pytest.raises(ValueError, match="outside input_range"):  # never clamp standardised data silently
+        S.fgsm(model, x, y, 0.5)
+    lo_hi = S.fgsm(model, x.clamp(-2.0, 3.0), y, 0.5, input_range=(-2.0, 3.0))
+    assert lo_hi.min() >= -2.0 and lo_hi.max() <= 3.0 and lo_hi.min() < 0
+    img = torch.full((2, 1, 8, 8), -1.5)
+    assert S.rotate(img, 90.0, input_range=None)[:, :, 2:6, 2:6].allclose(torch.tensor(-1.5))
+    with pytest.raises(ValueError, match="input_range"):
+        S.fgsm(model, x, y, 0.1, input_range=(1.0, 0.0))
+
+
+def test_attacks_accept_float64_and_name_bad_labels(cnn, mnist_small):
+    x, y = mnist_small
+    for attack in (S.fgsm, S.pgd):
+        adv = attack(cnn, x[:4].double(), y[:4], 0.1)
+        assert adv.dtype == torch.float64
+        torch.testing.assert_close(adv.float(), attack(cnn, x[:4], y[:4], 0.1), atol=1e-6, rtol=0)
+        with pytest.raises(ValueError, match="y is None"):
+            attack(cnn, x[:4], None, 0.1)
+        with pytest.raises(ValueError, match=r"y values must lie in \[0, 10\)"):
+            attack(cnn, x[:4], torch.tensor([0, 1, 2, 10]), 0.1)
+
+
+def test_pgd_does_not_depend_on_batch_position(cnn, mnist_small):
+    x, y = mnist_small
+    batch = S.pgd(cnn, x[:6], y[:6], 0.2, steps=3, seed=3)
+    torch.testing.assert_close(batch[4:5], S.pgd(cnn, x[4:5], y[4:5], 0.2, steps=3, seed=3))
+    torch.testing.assert_close(batch, S.pgd(cnn, x[:6], y[:6], 0.2, steps=3, seed=3, batch_size=4))
