@@ -26,7 +26,7 @@ so an input's result depends neither on the chunk size nor on its position in th
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -55,13 +55,14 @@ class Explanation:
 
     ``attributions`` ``A`` and ``multipliers`` ``G`` like ``x`` (``A = G * (x - b)`` for ig / expected_gradients /
     deepshap averaged over references, ``A = G`` for grad / smoothgrad / gbp); ``references`` ``(N or 1) x K x ...``;
-    ``target`` LongTensor ``N``.
+    ``target`` LongTensor ``N``; ``unpack(A)`` turns a packed ``A`` back into the shape(s) of the user's inputs.
     """
 
     attributions: torch.Tensor
     multipliers: torch.Tensor
     references: torch.Tensor
     target: torch.Tensor
+    unpack: Callable[[torch.Tensor], Any] = field(default=lambda a: a, repr=False, compare=False)
 
 
 @dataclass
@@ -261,7 +262,7 @@ def explain(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], 
     attr, mult = out.split(c.x.shape[1], dim=1)
     if method == "deepshap":
         _check_additivity(job, attr)
-    return Explanation(attr, mult, refs, target)
+    return Explanation(attr, mult, refs, target, c.unpack)
 
 
 def attribute(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], target: Any = None,
@@ -274,8 +275,7 @@ def attribute(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]]
         >>> A = attribute(model, x, method="ig", baseline="blur", n_steps=32)   # doctest: +SKIP
     """
     e = explain(model, x, target, method, baseline, **options)
-    c_unpack = as_classifier(model, x, options.get("additional_forward_args")).unpack
-    a = c_unpack(e.attributions)
+    a = e.unpack(e.attributions)
     return a.to(device=x.device, dtype=x.dtype) if isinstance(a, torch.Tensor) else a
 
 

@@ -1,20 +1,11 @@
 """Small MNIST models, trained once on first use and cached under ``data/models/``.
 
 Every architecture uses a distinct ``nn.ReLU`` / ``nn.MaxPool2d`` module per use and no functional or in-place
-non-linearity, so captum's DeepLift / GuidedBackprop and shap's DeepExplainer (which hook modules) work on them.
-
-Names (``get_model(name)``):
-
-* ``"cnn"``          -- 2 conv + 2 dense layers, ReLU; >= 99% test accuracy.
-* ``"mlp"``          -- 784-256-128-10, ReLU; >= 97.5%.
-* ``"mlp_softplus"`` -- the same MLP with Softplus: a smooth model for the Theorem-1 Hessian check.
-* ``"cnn_dropout"``  -- the CNN with dropout, for MC-dropout confidence (enable dropout at inference).
-* ``"cnn_robust"``   -- the CNN adversarially trained with FGSM from a random start (Wong et al., 2020) at
-  ``ROBUST_EPS`` in L-infinity; metadata records clean and PGD-20 accuracy.
-
-A cache is a ``state_dict`` (``<name>.pt``) plus metadata (``<name>.json``: seed, epochs, accuracies, training
-time, torch version, the SHA-256 of the weights). Both are written atomically; weights that do not match their
-recorded checksum, or metadata of another architecture version, are retrained.
+non-linearity, so captum's and shap's hook-based explainers work on them. Names (``get_model(name)``): ``"cnn"``
+(2 conv + 2 dense, >= 99% test accuracy), ``"mlp"`` (784-256-128-10, >= 97.5%), ``"mlp_softplus"`` (smooth, for the
+Hessian check), ``"cnn_dropout"`` (MC dropout), ``"cnn_robust"`` (FGSM-RS adversarial training at ``ROBUST_EPS``).
+A cache is a ``state_dict`` plus JSON metadata (seed, epochs, accuracies, torch version, SHA-256 of the weights), both
+written atomically; weights that do not match their checksum, or another architecture version, are retrained.
 """
 
 from __future__ import annotations

@@ -448,3 +448,16 @@ def test_tuple_inputs_and_additional_forward_args_match_captum(method):
     assert isinstance(ours, tuple) and len(ours) == 2
     for a, r in zip(ours, ref):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
+
+
+def test_hessian_vector_product_closed_form_and_zero_on_relu(quadratic_model, linear_model):
+    from helpers.attribution import hessian_vector_product
+
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 1])
+    want = torch.einsum("nde,ne->nd", quadratic_model.A[t], v.flatten(1)).view_as(x)
+    torch.testing.assert_close(hessian_vector_product(quadratic_model, x, v, t), want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(hessian_vector_product(linear_model, x, v, t), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="v must have the shape"):
+        hessian_vector_product(quadratic_model, x, v[:2], t)
