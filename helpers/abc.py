@@ -70,6 +70,9 @@ class ABCResult:
         masks: bool ``N x S x ...``: the features each sample changed (``None`` with ``keep_masks=False``).
         labels: LongTensor ``N x S``: the label of each sample.
         effective_budget: ``N``: mean number of features a sample changed (close to ``inclusion.sum(1)``).
+        With a tuple of inputs or ``additional_forward_args`` the ``...`` / ``d`` axes are the packed columns
+        (:func:`helpers.validation.as_classifier`): the inputs' features in order, then the per-row forward
+        arguments, which are never changed (weight and probability 0).
         seed: the seed; :func:`mutated_copies` ``(x, references, inclusion, seed, 0, k)`` rebuilds the first copies.
     """
 
@@ -238,6 +241,9 @@ def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, 
     xd, refs = c.x.to(dev), e.references.to(dev)
     check_finite(refs, "baseline")
     n, shape, s_total = xd.shape[0], tuple(xd.shape[1:]), n_samples
+    if xd.dim() == 2 and c.n_features < xd.shape[1]:      # packed extra forward arguments: never changed
+        refs = refs.expand(n, -1, -1).clone()
+        refs[:, :, c.n_features:] = xd[:, None, c.n_features:]
     w = weights_from_multipliers(e.multipliers, xd, refs)
     p = inclusion_probabilities(w, budget)
     rows = chunk_size or chunk_size_for(bytes_per_image(xd), device=dev, maximum=8192)

@@ -274,6 +274,24 @@ def test_tuple_inputs_and_single_logit_models_are_the_packed_model():
     assert torch.equal(r_logit.predicted, r_pair.predicted) and torch.equal(r_logit.labels, r_pair.labels)
 
 
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.lin(x * scale)
+
+
+def test_additional_forward_args_are_never_changed():
+    torch.manual_seed(0)
+    x, scale = torch.rand(5, 4) + 0.1, torch.rand(5, 4) + 0.5      # the model has a gradient in scale too
+    r = abc_confidence(Scaled().eval(), x, additional_forward_args=(scale,), n_samples=32, budget=2.0, n_steps=8,
+                       baseline=0.0, return_details=True)
+    assert r.inclusion.shape == (5, 8) and torch.all(r.inclusion[:, 4:] == 0) and not r.masks[..., 4:].any()
+    torch.testing.assert_close(r.inclusion.sum(1), torch.full((5,), 2.0))
+
+
 def test_flip_rate_by_bin_hand_case():
     """Ranks (1, .1, .1, .1): bin 0 = {x0, x1}, bin 1 = {x2, x3}; one feature per sample: bin 0 flips half the time."""
     model = FlipOnFeature0().eval()
