@@ -44,16 +44,11 @@ class MnistCNN(nn.Module):
 
     def __init__(self, dropout: float = 0.0, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 5, padding=2)
-        self.act1 = activation()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(16, 32, 5, padding=2)
-        self.act2 = activation()
-        self.pool2 = nn.MaxPool2d(2)
+        self.conv1, self.act1, self.pool1 = nn.Conv2d(1, 16, 5, padding=2), activation(), nn.MaxPool2d(2)
+        self.conv2, self.act2, self.pool2 = nn.Conv2d(16, 32, 5, padding=2), activation(), nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
         self.drop1 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc1 = nn.Linear(32 * 7 * 7, 128)
-        self.act3 = activation()
+        self.fc1, self.act3 = nn.Linear(32 * 7 * 7, 128), activation()
         self.drop2 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc2 = nn.Linear(128, 10)
 
@@ -73,10 +68,8 @@ class MnistMLP(nn.Module):
     def __init__(self, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(784, 256)
-        self.act1 = activation()
-        self.fc2 = nn.Linear(256, 128)
-        self.act2 = activation()
+        self.fc1, self.act1 = nn.Linear(784, 256), activation()
+        self.fc2, self.act2 = nn.Linear(256, 128), activation()
         self.fc3 = nn.Linear(128, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,32 +140,22 @@ def _fgsm_rs_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, eps: fl
     return (xb + delta).clamp(0, 1)
 
 
-def train_model(name: str, *, seed: int = 0, device: Device = None, progress: bool = True) -> Dict[str, object]:
-    """Train model ``name`` from scratch, cache it atomically under ``data/models/`` and return its metadata."""
+def _fit(model: nn.Module, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+         progress: bool, name: str) -> None:
+    """Adam + one-cycle schedule, ``spec.epochs`` epochs of shuffled mini-batches (FGSM-RS inputs if adversarial)."""
     from tqdm.auto import tqdm
 
-    from .data import load_mnist
-
-    spec = _check_name(name)
-    dev = torch.device(device) if device is not None else default_device()
-    torch.manual_seed(seed)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    model = spec.build().to(dev)
-    x_train, y_train = load_mnist("train")
-    x_train, y_train = x_train.to(dev), y_train.to(dev)
-    n = x_train.shape[0]
-    steps_per_epoch = (n + spec.batch_size - 1) // spec.batch_size
+    n, bs = x.shape[0], spec.batch_size
+    steps = (n + bs - 1) // bs
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
-    t0 = time.perf_counter()
-    bar = tqdm(total=spec.epochs * steps_per_epoch, desc=f"training {name}", disable=not progress, leave=False,
-               mininterval=2.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps)
+    bar = tqdm(total=spec.epochs * steps, desc=f"training {name}", disable=not progress, leave=False, mininterval=2.0)
     model.train()
     for _epoch in range(spec.epochs):
-        order = torch.randperm(n, generator=gen, device=dev)
-        for i in range(steps_per_epoch):
-            idx = order[i * spec.batch_size:(i + 1) * spec.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+        order = torch.randperm(n, generator=gen, device=x.device)
+        for i in range(steps):
+            idx = order[i * bs:(i + 1) * bs]
+            xb, yb = x[idx], y[idx]
             if spec.adversarial_eps > 0:
                 xb = _fgsm_rs_batch(model, xb, yb, spec.adversarial_eps, gen)
             loss = F.cross_entropy(model(xb), yb)
@@ -184,37 +167,36 @@ def train_model(name: str, *, seed: int = 0, device: Device = None, progress: bo
             if i % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    train_seconds = time.perf_counter() - t0
     model.eval()
-    x_val, y_val = load_mnist("val")
-    x_test, y_test = load_mnist("test")
-    meta: Dict[str, object] = {
-        "name": name,
-        "arch_version": ARCH_VERSION,
-        "note": spec.note,
-        "seed": seed,
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "lr": spec.lr,
-        "train_seconds": round(train_seconds, 1),
-        "train_device": str(dev),
-        "torch_version": torch.__version__,
-        "val_accuracy": accuracy(model, x_val, y_val),
-        "test_accuracy": accuracy(model, x_test, y_test),
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-    }
+
+
+def train_model(name: str, *, seed: int = 0, device: Device = None, progress: bool = True) -> Dict[str, object]:
+    """Train model ``name`` from scratch, cache it atomically under ``data/models/`` and return its metadata."""
+    from .data import load_mnist
+
+    spec = _check_name(name)
+    dev = torch.device(device) if device is not None else default_device()
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    model = spec.build().to(dev)
+    x_train, y_train = load_mnist("train")
+    t0 = time.perf_counter()
+    _fit(model, spec, x_train.to(dev), y_train.to(dev), gen, progress, name)
+    (x_val, y_val), (x_test, y_test) = load_mnist("val"), load_mnist("test")
+    meta: Dict[str, object] = dict(
+        name=name, arch_version=ARCH_VERSION, note=spec.note, seed=seed, epochs=spec.epochs, batch_size=spec.batch_size,
+        lr=spec.lr, train_seconds=round(time.perf_counter() - t0, 1), train_device=str(dev),
+        torch_version=torch.__version__, val_accuracy=accuracy(model, x_val, y_val),
+        test_accuracy=accuracy(model, x_test, y_test), n_parameters=sum(p.numel() for p in model.parameters()))
     if spec.adversarial_eps > 0:
         from .shifts import pgd
 
-        n_eval = 1000
-        x_adv = pgd(model, x_test[:n_eval].to(dev), y_test[:n_eval].to(dev), eps=spec.adversarial_eps, steps=20,
-                    seed=seed)
-        meta.update(adversarial_eps=spec.adversarial_eps, pgd_steps=20, pgd_n_images=n_eval,
-                    pgd_accuracy=accuracy(model, x_adv, y_test[:n_eval]))
+        x_adv = pgd(model, x_test[:1000].to(dev), y_test[:1000].to(dev), eps=spec.adversarial_eps, steps=20, seed=seed)
+        meta.update(adversarial_eps=spec.adversarial_eps, pgd_steps=20, pgd_n_images=1000,
+                    pgd_accuracy=accuracy(model, x_adv, y_test[:1000]))
     weights, meta_path = _paths(name)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(weights, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
         meta["weights_sha256"] = sha256_file(tmp)
     atomic_write_json(meta_path, meta)
     return meta
