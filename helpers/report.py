@@ -38,18 +38,10 @@ def environment() -> Dict[str, str]:
     import shap
     import sklearn
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "captum": captum.__version__,
-        "shap": shap.__version__,
-        "numpy": numpy.__version__,
-        "sklearn": sklearn.__version__,
-        "device": str(device()),
-        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-        "torch_threads": str(torch.get_num_threads()),
-        "scale": scale(),
-    }
+    versions = {m.__name__: m.__version__ for m in (torch, captum, shap, numpy, sklearn)}
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {"python": platform.python_version(), **versions, "device": str(device()), "device_name": name,
+            "torch_threads": str(torch.get_num_threads()), "scale": scale()}
 
 
 def _plain(obj: Any) -> Any:
