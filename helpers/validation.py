@@ -14,18 +14,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = [
-    "check_images",
-    "check_model",
-    "check_target",
-    "check_like",
-    "check_positive_int",
-    "check_n_samples",
-    "as_classifier",
-    "Classifier",
-    "check_finite",
-    "model_device",
-]
+__all__ = ["check_images", "check_model", "check_target", "check_like", "check_positive_int", "check_n_samples",
+           "check_finite", "model_device", "as_classifier", "Classifier"]
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:
