@@ -719,6 +719,78 @@ def test_metrics_agree_with_scikit_learn(tab_logits):
         M.ece(probs, None)
 
 
+# ---------------------------------------------------------------------------------------------------------------- the rest of the pipeline
+
+
+@pytest.mark.parametrize("name", ["resnet", "mlp", "lenet"])
+def test_forward_predict_and_the_fast_forward_are_the_model(models, name):
+    """The batched forward and the cached fast form (channels-last / traced) give the model's own logits, also for
+    a LeNet that flattens with .view and in-place ReLUs."""
+    from helpers.batching import forward, predict
+    from helpers.fastpath import fast_forward
+
+    model, x, _ = models[name]
+    with torch.no_grad():
+        z = model(x)
+    _close(forward(model, x, batch_size=5), z)
+    assert torch.equal(predict(model, x, batch_size=5), z.argmax(1))
+    with torch.no_grad():
+        _close(fast_forward(model, x)(x), z, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_of_a_single_binary_logit(binary):
+    """A single logit means class 1 iff it is > 0 (an argmax over one column would say class 0 for every input)."""
+    from helpers.batching import predict
+
+    model, x, _, _ = binary
+    with torch.no_grad():
+        expected = (model(x).squeeze(1) > 0).long()
+    assert 0 < expected.sum() < len(expected)
+
+    def check(p):
+        assert torch.equal(p, expected)
+
+    _right_or_refused(lambda: predict(model, x), check, "output|logit")
+
+
+def test_mc_dropout_trust_score_and_penultimate_features_on_tabular_data(mlp):
+    from helpers.confidence import TrustScore, mc_dropout, penultimate_features
+
+    model, x, xtr = mlp
+    with pytest.raises(ValueError, match="Dropout"):
+        mc_dropout(model, x, n_passes=4)
+    with pytest.raises(ValueError, match="features"):
+        penultimate_features(model, x)
+    torch.manual_seed(0)
+    drop = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2)).eval()
+    mean = mc_dropout(drop, x, n_passes=16, seed=0)
+    _close(mean.sum(1), torch.ones(len(x)))
+    _close(mc_dropout(drop, x.flip(0), n_passes=16, seed=0).flip(0), mean)     # masks shared by every input
+    assert not torch.allclose(mean, torch.softmax(drop(x), 1).detach())        # dropout was on
+    # Trust Score on the standardised features themselves, against the k-NN distances by hand (k = 2)
+    _, (xt, yt, _, _) = B.tabular_mlp()
+    pred = _pred(model, x)
+    score = TrustScore(k=2).fit(xt, yt).score(x, pred)
+    d = torch.stack([torch.cdist(x.double(), xt[yt == c].double()).sort(1).values[:, 1] for c in (0, 1)], 1)
+    hand = d.gather(1, (1 - pred).view(-1, 1)).squeeze(1) / d.gather(1, pred.view(-1, 1)).squeeze(1)
+    _close(score, hand, rtol=1e-4)
+
+
+def test_parameter_randomisation_cascade_on_the_residual_cnn(resnet):
+    from helpers.sanity import randomized_models
+
+    model, x = resnet
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cascade = randomized_models(model, seed=0)
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert [name for name, _ in cascade] == layers[::-1]
+    with torch.no_grad():
+        z = model(x)
+        outs = [m(x) for _, m in cascade]
+    assert all(not torch.allclose(o, z) for o in outs)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "the model itself was changed"
+
+
 # ---------------------------------------------------------------------------------------------------------------- shifts
 
 
