@@ -97,3 +97,24 @@ def test_predict_of_a_single_logit_model_is_class_one_iff_positive():
         z = net(x).squeeze(1)
     assert torch.equal(B.predict(net, x), (z > 0).long())
     assert torch.equal(B.predict(torch.nn.Sequential(net, torch.nn.Flatten(0)).eval(), x), (z > 0).long())
+
+
+def test_check_n_samples_and_as_classifier_errors_name_the_argument():
+    import numpy as np
+
+    from helpers.validation import as_classifier, check_n_samples
+
+    assert check_n_samples(np.int64(3)) == 3
+    with pytest.raises(ValueError, match="n_steps must be >= 1"):
+        check_n_samples(0, "n_steps")
+    with pytest.raises(TypeError, match="n_samples must be an int"):
+        check_n_samples(2.5)
+    lin = torch.nn.Linear(4, 3).eval()
+    with pytest.raises(ValueError, match="same number of rows"):
+        as_classifier(lin, (torch.rand(3, 2), torch.rand(2, 2)))
+    with pytest.raises(ValueError, match="does not accept inputs of shape"):
+        as_classifier(lin, torch.rand(3, 5))
+    with pytest.raises(ValueError, match="logits N x C"):
+        as_classifier(torch.nn.Unflatten(1, (3, 1)).eval(), torch.rand(2, 3))
+    c = as_classifier(lin, torch.rand(3, 4))
+    assert c.model is lin and c.n_classes == 3 and not c.packed
