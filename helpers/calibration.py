@@ -1,19 +1,9 @@
-"""Post-hoc calibration on a validation split: temperature scaling, Platt scaling, combined confidences.
-
-scikit-learn style: ``fit(...)`` returns ``self``; ``predict_proba(...)`` gives probabilities; ``confidence(...)``
-gives one number per example, the estimated probability that the prediction is correct.
-
-* :class:`TemperatureScaling` (Guo et al. 2017): ``softmax(z / T)``, ``T`` minimising the validation NLL.
-* :func:`platt_fit` (Platt 1999): ``P(y = 1 | f) = sigmoid(a f + b)`` with Platt's smoothed targets, fitted by
-  Newton's method to a gradient of ~1e-12 (scikit-learn's ``CalibratedClassifierCV(method="sigmoid")`` solves the
-  same problem). :class:`ScoreCalibrator` applies it to any score (ABC, Trust Score, agreement) -> ``P(correct)``.
-* :class:`PlattScaling`: ``mode="top"`` on the top-class log-odds ``s = log p_max - log(1 - p_max)``; ``mode="ovr"``
-  one sigmoid per class on its logit, renormalised (scikit-learn's one-vs-rest; one sigmoid for two classes).
-* :class:`CombinedConfidence`: a logistic model (or boosted trees) of "the prediction is correct" from several
-  confidences, fitted on validation only; :func:`combination_confidences` fits the usual combinations at once.
-
-Logits are ``N x C`` (``C >= 2``) or, for a model with one output, ``N`` / ``N x 1``: the log-odds ``z`` of class 1
-(read as the two columns ``(0, z)``). Bad input raises ``ValueError`` naming the argument.
+"""Post-hoc calibration on a validation split, scikit-learn style (``fit`` returns ``self``; ``predict_proba``;
+``confidence`` = the estimated probability that the prediction is correct): :class:`TemperatureScaling` (Guo et al.
+2017), :func:`platt_fit` (any score) / :class:`PlattScaling` (Platt 1999, the problem scikit-learn's
+``CalibratedClassifierCV(method="sigmoid")`` solves), :class:`CombinedConfidence` (several confidences, fitted on
+validation only). Logits are ``N x C`` or, for a single-output model, ``N`` / ``N x 1``: the log-odds ``z`` of
+class 1, read as the two columns ``(0, z)``. Bad input raises ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -27,8 +17,8 @@ from scipy.special import expit
 
 from .metrics import _as_correct, _as_weights, as_array
 
-__all__ = ["as_logits", "top_class_score", "fit_temperature", "TemperatureScaling", "platt_fit", "ScoreCalibrator",
-           "PlattScaling", "CombinedConfidence", "product_confidence", "min_confidence", "combination_confidences"]
+__all__ = ["as_logits", "top_class_score", "fit_temperature", "TemperatureScaling", "platt_fit", "PlattScaling",
+           "CombinedConfidence", "combination_confidences"]
 
 _EPS = 1e-6
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
@@ -151,36 +141,6 @@ def _transform(s: np.ndarray, kind: str) -> np.ndarray:
         s = np.clip(s, _EPS, 1 - _EPS)
         return np.log(s) - np.log1p(-s)
     return np.log(np.maximum(s, 1e-12)) if kind == "log" else s
-
-
-class ScoreCalibrator:
-    """Platt scaling of any score: ``P(correct) = sigmoid(a g(s) + b)``, ``g`` = identity, ``log`` (a positive
-    unbounded score such as Trust Score) or ``logit`` (a score in [0, 1] such as ABC); ``"auto"`` picks by range."""
-
-    def __init__(self, transform: str = "auto") -> None:
-        if transform not in ("auto", "identity", "log", "logit"):
-            raise ValueError(f"transform must be 'auto', 'identity', 'log' or 'logit', got {transform!r}")
-        self.transform = transform
-        self.coef_: Optional[float] = None
-        self.intercept_: Optional[float] = None
-        self.transform_: Optional[str] = None
-
-    def fit(self, score: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> "ScoreCalibrator":
-        """Fit on validation ``score`` (``N``) and ``correct`` (``N`` bools, both classes present)."""
-        s = as_array(score, "score")
-        c = _as_correct(correct, s.shape[0])
-        if c.all() or not c.any():
-            raise ValueError("correct contains a single class: cannot fit a model of P(correct)")
-        self.transform_ = _auto_transform(s) if self.transform == "auto" else self.transform
-        self.coef_, self.intercept_ = platt_fit(_transform(s, self.transform_), c,
-                                                _as_weights(sample_weight, s.shape[0]))
-        return self
-
-    def confidence(self, score: ArrayLike) -> np.ndarray:
-        """``P(correct)`` for each score (``N``, numpy)."""
-        if self.coef_ is None:
-            raise RuntimeError("ScoreCalibrator is not fitted yet; call fit(score_val, correct_val) first")
-        return expit(self.coef_ * _transform(as_array(score, "score"), self.transform_) + self.intercept_)
 
 
 class PlattScaling:
@@ -318,38 +278,14 @@ class CombinedConfidence:
         return self._est.predict_proba((g - self._mu) / self._sd)[:, 1]
 
 
-def product_confidence(*confidences: ArrayLike) -> np.ndarray:
-    """Element-wise product of probabilities (``N``): high only when every method is confident."""
-    return np.prod(_columns(confidences), axis=0)
-
-
-def min_confidence(*confidences: ArrayLike) -> np.ndarray:
-    """Element-wise minimum (``N``): the most pessimistic method decides."""
-    return np.min(_columns(confidences), axis=0)
-
-
-def _columns(confidences) -> np.ndarray:
-    cols = [as_array(c, f"confidences[{i}]") for i, c in enumerate(confidences)]
-    if not cols or len({c.shape[0] for c in cols}) != 1:
-        raise ValueError(f"give one or more confidences of the same length, got {[c.shape[0] for c in cols]}")
-    return np.stack(cols)
-
-
 def combination_confidences(val: Mapping[str, ArrayLike], correct_val: ArrayLike, test: Mapping[str, ArrayLike], *,
-                            features: Sequence[str], base: str = "platt", sample_weight: ArrayLike = None,
-                            models: Sequence[str] = ("logistic",), simple: bool = True,
-                            prefix: str = "") -> Dict[str, np.ndarray]:
-    """Fit each combination of ``features`` on validation and return its test confidence:
-    ``"<prefix>combined (<model>)"`` for each of ``models``; with ``simple``, ``"<prefix>product"`` and
-    ``"<prefix>min"`` of ``base`` and the other features, each first calibrated by :class:`ScoreCalibrator`."""
+                            features: Sequence[str], sample_weight: ArrayLike = None,
+                            models: Sequence[str] = ("logistic",), prefix: str = "") -> Dict[str, np.ndarray]:
+    """``{"<prefix>combined (<model>)": N_test confidences}``: a :class:`CombinedConfidence` of ``features`` for
+    each of ``models``, fitted on the validation dicts ``val`` / ``correct_val`` and applied to ``test``."""
     missing = [f for f in features if f not in val or f not in test]
     if missing:
         raise ValueError(f"features {missing} are missing from val or test")
-    out = {f"{prefix}combined ({m})": CombinedConfidence(m).fit({f: val[f] for f in features}, correct_val,
-                                                                sample_weight).confidence({f: test[f] for f in features})
-           for m in models}
-    if simple and base in features and len(features) > 1:
-        cal = [as_array(test[base], base)] + [ScoreCalibrator().fit(val[f], correct_val, sample_weight).confidence(test[f])
-                                              for f in features if f != base]
-        out[f"{prefix}product"], out[f"{prefix}min"] = product_confidence(*cal), min_confidence(*cal)
-    return out
+    return {f"{prefix}combined ({m})": CombinedConfidence(m).fit({f: val[f] for f in features}, correct_val,
+                                                                 sample_weight).confidence({f: test[f] for f in features})
+            for m in models}

@@ -1,22 +1,15 @@
-"""Confidences of a classifier's predictions, one pipeline for notebooks 06 and 07: higher = more likely correct.
-
-* :func:`max_softmax` -- ``max_c softmax(z)_c`` (Hendrycks & Gimpel 2017).
-* :func:`mc_dropout` -- the mean softmax of ``T`` passes with dropout on (Gal & Ghahramani 2016). The ``T`` dropout
-  masks are drawn once from ``seed`` and shared by every input (common random numbers), so an input's score does
-  not depend on its batch, its position or the chunk size.
-* :class:`TrustScore` -- ``d(x, nearest other class) / d(x, predicted class)`` on penultimate features (Jiang et al.
-  2018), exact k-NN distances with ``torch.cdist``.
-* :class:`ConfidenceSuite` -- every confidence above, plus temperature / Platt scaling and ABC, fitted once and
-  applied to any batch (clean, shifted, out-of-distribution); :func:`shift_sweep` runs it over shift strengths.
-
-Two scores carry the dropout network: ``"mc dropout"`` is true MC dropout, the dropout network's *own* prediction
-(``"mc dropout pred"``) and its mean probability; ``"dropout agreement"`` is the mean probability the dropout
-network gives to the *scored model's* prediction: an agreement between two models, not MC dropout of that model.
+"""Confidences of a classifier's predictions (higher = more likely correct), one pipeline for notebooks 06 and 07:
+:func:`max_softmax`, :func:`mc_dropout` (Gal & Ghahramani 2016; ``T`` masks drawn once from ``seed`` and shared by
+every input, so a score does not depend on the batch, the position or the chunk size), :class:`TrustScore` (Jiang et
+al. 2018), and :class:`ConfidenceSuite`, which fits temperature / Platt scaling and Trust Score once and scores any
+batch (with ABC). ``"mc dropout"`` is true MC dropout (the dropout network's *own* prediction); ``"dropout
+agreement"`` is the probability the dropout network gives to the *scored model's* prediction, an agreement between
+two models.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -26,8 +19,7 @@ from .batching import bytes_per_image, chunk_size_for, forward, run_chunked
 from .calibration import PlattScaling, TemperatureScaling, as_logits
 from .validation import check_images, check_model, check_positive_int, check_target, model_device
 
-__all__ = ["max_softmax", "mc_dropout", "penultimate_features", "TrustScore", "ConfidenceSuite", "correct_of",
-           "shift_sweep"]
+__all__ = ["max_softmax", "mc_dropout", "penultimate_features", "TrustScore", "ConfidenceSuite", "correct_of"]
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -208,36 +200,3 @@ def correct_of(scores: Dict[str, np.ndarray], y: np.ndarray, method: str) -> np.
     """Whether each prediction scored by ``method`` is right: the dropout network's own for ``"mc dropout"``."""
     pred = scores["mc dropout pred"] if method == "mc dropout" else scores["pred"]
     return pred[: len(scores[method])] == y[: len(scores[method])]
-
-
-def shift_sweep(suite: ConfidenceSuite, x: torch.Tensor, y: torch.Tensor, grids: Dict[str, Sequence[float]], *,
-                abc_n: Optional[int] = None, seed: int = 0, input_range=(0.0, 1.0)) -> tuple:
-    """Accuracy and every confidence of ``suite`` against shift strength (kinds of
-    :func:`helpers.shifts.apply_shift`; attacks are white-box against ``suite.model``).
-
-    Returns ``rows`` (dicts: ``kind``, ``strength``, ``method``, ``mean_confidence``, ``accuracy`` of the
-    predictions that method scores on the same images, ``n``, ``error_auroc`` or NaN) and ``scores``
-    (``{(kind, strength): scores dict}``; strength 0 is the clean batch, scored once).
-    """
-    from .metrics import error_auroc
-    from .shifts import apply_shift
-
-    y_np = y.cpu().numpy()
-    rows, scores, clean = [], {}, None
-    for kind, strengths in grids.items():
-        for s in map(float, strengths):
-            if s == 0.0 and clean is not None:
-                sc = clean
-            else:
-                sc = suite.scores(apply_shift(kind, x, s, y=y, model=suite.model, seed=seed, input_range=input_range),
-                                  abc_n=abc_n)
-                clean = sc if s == 0.0 else clean
-            scores[(kind, s)] = sc
-            for method, conf in sc.items():
-                if method in ("pred", "mc dropout pred"):
-                    continue
-                c = correct_of(sc, y_np, method)
-                rows.append({"kind": kind, "strength": s, "method": method, "mean_confidence": float(np.mean(conf)),
-                             "accuracy": float(c.mean()), "n": int(len(conf)),
-                             "error_auroc": error_auroc(conf, c) if 0 < c.sum() < len(c) else float("nan")})
-    return rows, scores

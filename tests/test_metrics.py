@@ -48,7 +48,6 @@ def test_hand_computed_small_case():
     np.testing.assert_allclose(risk, [0, 1 / 2, 1 / 3, 1 / 4])
     assert M.aurc(conf, correct) == pytest.approx((0 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
     # perfect ranking of one error in four: risks 0, 0, 0, 1/4
-    assert M.excess_aurc(conf, correct) == pytest.approx((1 / 2 + 1 / 3 + 1 / 4) / 4 - (1 / 4) / 4)
     assert M.selective_accuracy(conf, correct, 0.5) == pytest.approx(0.5)
     assert M.selective_accuracy(conf, correct, [0.25, 1.0]) == {0.25: 1.0, 1.0: 0.75}
 
@@ -74,7 +73,6 @@ def test_aurc_properties(pairs):
     value = M.aurc(conf, correct)
     err_rate = 1 - correct.mean()
     assert 0.0 <= value <= 1.0
-    assert M.excess_aurc(conf, correct) >= -1e-12
     # the full-coverage end of the curve is the error rate
     assert M.risk_coverage(conf, correct)[1][-1] == pytest.approx(err_rate)
     # a monotone transform of the confidence changes nothing
