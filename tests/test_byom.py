@@ -496,6 +496,8 @@ def test_infidelity_and_optimal_with_an_extra_argument_and_refusing_two_inputs()
     a = attribute(model, (x1, x2), t, method="grad")
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         infidelity(model, (x1, x2), a, Gaussian(0.05), target=t, n_samples=32)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        optimal_explanation(model, (x1, x2), Gaussian(0.05), target=t, n_samples=32)
 
 
 # ---------------------------------------------------------------------------------------------------------------- perturbations
