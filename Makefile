@@ -80,4 +80,4 @@ clean:
 	rm -rf build .pytest_cache .hypothesis mutants
 
 distclean: clean
-	rm -rf $(VENV) data/mnist.npz data/mnist.npz.sha256 data/models
+	rm -rf $(VENV) data/mnist.npz data/mnist.npz.sha256 data/animal_shapes.npz data/animal_shapes.npz.sha256 data/models

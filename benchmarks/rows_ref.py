@@ -231,7 +231,8 @@ def _noisy_baseline_func(sigma: float, seed: int) -> Callable:
 
 @row("infidelity", "infidelity (noisy baseline, 1,000 samples, 64 images) vs captum.metrics.infidelity")
 def infidelity_rows(ctx: Context) -> List[RowResult]:
-    fidelity = need("helpers.fidelity", "infidelity", "NoisyBaseline", "Fixed")
+    infid = need("helpers.infidelity", "infidelity")
+    pert = need("helpers.perturbations", "NoisyBaseline", "Fixed")
     attribution = need("helpers.attribution", "attribute")
     from captum.metrics import infidelity as captum_infidelity
 
@@ -242,7 +243,7 @@ def infidelity_rows(ctx: Context) -> List[RowResult]:
     t = predicted(model, x)
     attr = attribution.attribute(model, x, target=t, method="grad")
     sigma = 0.2
-    nb = fidelity.NoisyBaseline(sigma)
+    nb = pert.NoisyBaseline(sigma)
     per_batch = 2048  # captum's max_examples_per_batch: ~ the memory of one of our chunks
     xc, _ = ctx.images(ceiling["batch"])
     fwd = ceiling["fn"]
@@ -260,7 +261,7 @@ def infidelity_rows(ctx: Context) -> List[RowResult]:
             return [fwd(xc[a:a + chunk]) for a in range(0, xc.shape[0], chunk)]
 
     fns = {
-        "ours": lambda: fidelity.infidelity(model, x, attr, nb, target=t, n_samples=s, seed=ctx.seed),
+        "ours": lambda: infid.infidelity(model, x, attr, nb, target=t, n_samples=s, seed=ctx.seed),
         "captum": quiet(lambda: captum_infidelity(model, _noisy_baseline_func(sigma, ctx.seed), x, attr, target=t,
                                                   n_perturb_samples=s, max_examples_per_batch=per_batch)),
         "ceiling": ceiling_run,
@@ -274,7 +275,7 @@ def infidelity_rows(ctx: Context) -> List[RowResult]:
     # exact check: the same perturbation tensors through both (captum replays ours)
     gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
     pert_i = nb.sample(x, s, gen)
-    ours_fixed = fidelity.infidelity(model, x, attr, fidelity.Fixed(pert_i), target=t, n_samples=s)
+    ours_fixed = infid.infidelity(model, x, attr, pert.Fixed(pert_i), target=t, n_samples=s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref_fixed = captum_infidelity(model, _replay(pert_i), x, attr, target=t, n_perturb_samples=s,
@@ -282,13 +283,13 @@ def infidelity_rows(ctx: Context) -> List[RowResult]:
     chk = compare_tensors(ours_fixed, ref_fixed, rtol=1e-3)
     del pert_i
     sizes = f"{n} images x {s} samples, NB σ={sigma}, grad explanation"
-    return [RowResult(key="infidelity", title="infidelity vs captum.metrics.infidelity", ours="fidelity.infidelity",
+    return [RowResult(key="infidelity", title="infidelity vs captum.metrics.infidelity", ours="infidelity.infidelity",
                       reference=f"captum infidelity (max_examples_per_batch={per_batch})", ours_s=tm.median("ours"),
                       ref_s=tm.median("captum"), ratio=tm.median("captum") / tm.median("ours"), target=2.0,
                       check="same I replayed: " + chk.text, check_ok=chk.ok, sizes=sizes,
                       extra={"times": tm.times}),
             RowResult(key="infidelity.ceiling", title="infidelity evaluations vs forward ceiling",
-                      ours="fidelity.infidelity", reference=f"{ceiling['mode']} forward, batch {ceiling['batch']}",
+                      ours="infidelity.infidelity", reference=f"{ceiling['mode']} forward, batch {ceiling['batch']}",
                       ours_s=n * s / eval_rate, ref_s=n * s / best_rate, ratio=eval_rate / best_rate,
                       ratio_kind="of ceiling", target=0.9, check="same I replayed: " + chk.text, check_ok=chk.ok,
                       sizes=sizes,
@@ -328,7 +329,8 @@ def _group_by_source(x: torch.Tensor, ys: torch.Tensor, s: int) -> torch.Tensor:
 
 @row("sensitivity", "sensitivity_max (IG explanations, L∞ radius 0.02) vs captum.metrics.sensitivity_max")
 def sensitivity_rows(ctx: Context) -> List[RowResult]:
-    fidelity = need("helpers.fidelity", "sensitivity_max", "explainer")
+    sens = need("helpers.sensitivity", "sensitivity_max")
+    smoothing = need("helpers.smoothing", "explainer")
     from captum.attr import IntegratedGradients
     from captum.metrics import sensitivity_max as captum_sens
 
@@ -337,7 +339,7 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
     radius = 0.02
     x, _ = ctx.images(n)
     t = predicted(model, x)
-    ours_explain = fidelity.explainer(model, "ig", baseline="zero", n_steps=steps)
+    ours_explain = smoothing.explainer(model, "ig", baseline="zero", n_steps=steps)
     ig = IntegratedGradients(model)
 
     def as_captum(explain):
@@ -356,8 +358,8 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
     xr, tr = x.repeat_interleave(s + 1, dim=0), t.repeat_interleave(s + 1)     # as many images as it explains
 
     fns = {
-        "ours": lambda: fidelity.sensitivity_max(ours_explain, x, radius=radius, n_samples=s, seed=ctx.seed,
-                                                 target=t),
+        "ours": lambda: sens.sensitivity_max(ours_explain, x, radius=radius, n_samples=s, seed=ctx.seed,
+                                            target=t),
         "captum": quiet(lambda: captum_sens(captum_explain, x, perturb_radius=radius, n_perturb_samples=s,
                                             target=t)),
         "explain": lambda: ours_explain(xr, tr),
@@ -365,7 +367,7 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
     tm = time_alternating(fns, **ctx.timing_kw())
     # exact check: record our perturbed copies, replay them through captum with the same explain function
     rec = _Recorder(ours_explain)
-    ours_val = fidelity.sensitivity_max(rec, x, radius=radius, n_samples=s, seed=ctx.seed, target=t)
+    ours_val = sens.sensitivity_max(rec, x, radius=radius, n_samples=s, seed=ctx.seed, target=t)
     ys = torch.cat(rec.calls[1:])                       # the first call explains x itself
     pert = _group_by_source(x, ys, s)
     state = {"next": 0}
@@ -382,7 +384,7 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
                               perturb_radius=radius, n_perturb_samples=s, target=t)
     chk = compare_tensors(ours_val, ref_val, rtol=1e-4)
     return [RowResult(key="sensitivity", title="sensitivity_max vs captum.metrics.sensitivity_max",
-                      ours="fidelity.sensitivity_max + our IG", reference="captum sensitivity_max + captum IG",
+                      ours="sensitivity.sensitivity_max + our IG", reference="captum sensitivity_max + captum IG",
                       ours_s=tm.median("ours"), ref_s=tm.median("captum"),
                       ratio=tm.median("captum") / tm.median("ours"), target=1.0,
                       check="same copies replayed: " + chk.text, check_ok=chk.ok,
@@ -390,7 +392,7 @@ def sensitivity_rows(ctx: Context) -> List[RowResult]:
                       notes="target >= 1× is ours (no external target); the cost is the explanations themselves",
                       extra={"times": tm.times}),
             RowResult(key="sensitivity.explain", title="sensitivity_max vs its explanations alone",
-                      ours="fidelity.sensitivity_max + our IG", reference=f"our IG on {n * (s + 1)} plain copies",
+                      ours="sensitivity.sensitivity_max + our IG", reference=f"our IG on {n * (s + 1)} plain copies",
                       ours_s=tm.median("ours"), ref_s=tm.median("explain"),
                       ratio=tm.median("explain") / tm.median("ours"), ratio_kind="of ceiling", target=0.9,
                       check="same copies replayed: " + chk.text, check_ok=chk.ok,
@@ -457,7 +459,8 @@ def abc_rows(ctx: Context) -> List[RowResult]:
     fwd = ceiling["fn"]
     # the ceiling is the fastest plain forward: at the forward row's batch, or at ABC's chunk size if that is faster
     # (on a CPU a cache-sized batch can be: then ABC is compared with the same forward at its own batch size)
-    abc_chunk = abc.default_chunk_size(x) if hasattr(abc, "default_chunk_size") else ceiling["batch"]
+    batching = need("helpers.batching", "chunk_size_for", "bytes_per_image")
+    abc_chunk = batching.chunk_size_for(batching.bytes_per_image(x), device=x.device, maximum=8192)  # as abc_confidence
 
     def ceiling_run():
         with torch.inference_mode():
@@ -547,13 +550,13 @@ def abc_rows(ctx: Context) -> List[RowResult]:
 
 @row("optimal", "noisy-baseline closed-form optimal explanation vs a pinv least-squares solve on 20k samples")
 def optimal_rows(ctx: Context) -> List[RowResult]:
-    fidelity = need("helpers.fidelity", "optimal_explanation", "optimal_from_samples", "NoisyBaseline")
-    from helpers.optimal import sherman_morrison
+    opt = need("helpers.optimal", "optimal_explanation", "optimal_from_samples", "sherman_morrison")
+    pert = need("helpers.perturbations", "NoisyBaseline")
     model = ctx.model("cnn")
     n, s = ctx.sizes["opt_images"], ctx.sizes["opt_samples"]
     x, _ = ctx.images(n)
     t = predicted(model, x)
-    nb = fidelity.NoisyBaseline(0.2)
+    nb = pert.NoisyBaseline(0.2)
     gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
     pert_i = nb.sample(x, s, gen)                                                     # N x S x ...
     with torch.inference_mode():
@@ -570,11 +573,11 @@ def optimal_rows(ctx: Context) -> List[RowResult]:
     def closed_form(W, diff):
         """The known-moment estimate (control variate ``c = mean Δf``, then Sherman-Morrison with the exact
         ``E[IIᵀ] = u uᵀ + diag(D)``): the same function as ``optimal_explanation(method="closed_form")``."""
-        return fidelity.optimal_from_samples(W, diff, second_moment=moment)
+        return opt.optimal_from_samples(W, diff, second_moment=moment)
 
     solve_fns = {
         "closed": lambda: closed_form(W, diff),
-        "lstsq": lambda: fidelity.optimal_from_samples(W, diff),                # our sampled least squares
+        "lstsq": lambda: opt.optimal_from_samples(W, diff),                # our sampled least squares
         "pinv": pinv_solve,
     }
     tm = time_alternating(solve_fns, **ctx.timing_kw())
@@ -589,9 +592,9 @@ def optimal_rows(ctx: Context) -> List[RowResult]:
     W2, diff2 = pert2.flatten(2), fx - fp2
     rep_closed = cosine(tm.outputs["closed"], closed_form(W2, diff2))
     u, dg = (v.double().flatten(1) for v in moment)
-    no_cv = cosine(*(sherman_morrison(u, dg, torch.bmm(dd.double().unsqueeze(1), ww.double()).squeeze(1)
+    no_cv = cosine(*(opt.sherman_morrison(u, dg, torch.bmm(dd.double().unsqueeze(1), ww.double()).squeeze(1)
                                                 / s) for ww, dd in ((W, diff), (W2, diff2))))
-    rep_lstsq = cosine(tm.outputs["lstsq"], fidelity.optimal_from_samples(W2, diff2))
+    rep_lstsq = cosine(tm.outputs["lstsq"], opt.optimal_from_samples(W2, diff2))
     del pert2, W2
     repro = (f"seed-to-seed cos: closed form {float(rep_closed.median()):.2f} (without the control variate "
              f"{float(no_cv.median()):.2f}), least squares {float(rep_lstsq.median()):.2f}")
@@ -608,7 +611,7 @@ def optimal_rows(ctx: Context) -> List[RowResult]:
         return torch.stack(out)
 
     e2e = {
-        "ours": lambda: fidelity.optimal_explanation(model, x, nb, target=t, n_samples=s, method="closed_form",
+        "ours": lambda: opt.optimal_explanation(model, x, nb, target=t, n_samples=s, method="closed_form",
                                                      seed=ctx.seed),
         "pinv": pinv_e2e,
     }

@@ -33,7 +33,7 @@ else:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("data", help="fetch and verify MNIST (data/mnist.npz)")
+    sub.add_parser("data", help="fetch and verify MNIST and the far-OOD animal shapes (data/*.npz)")
     p_models = sub.add_parser("models", help="train (or load) the cached models")
     p_models.add_argument("names", nargs="*")
     p_nb = sub.add_parser("notebooks", help="execute notebooks into build/notebooks (ipynb + html)")
@@ -48,11 +48,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "data":
-        from .data import ensure_mnist, load_mnist
+        from .data import ensure_mnist, load_animal_shapes, load_mnist
 
         path = ensure_mnist()
         sizes = {s: int(load_mnist(s)[0].shape[0]) for s in ("train", "val", "test")}
         print(f"MNIST ready at {path}: {sizes}")
+        print(f"animal shapes (far OOD) ready: {int(load_animal_shapes()[0].shape[0])} images")
     elif args.cmd == "models":
         from .models import MODEL_NAMES, model_info
 

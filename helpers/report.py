@@ -28,7 +28,7 @@ from .io import atomic_path, atomic_write_bytes, atomic_write_json
 __all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment", "check_summary"]
 
 QUICK_BANNER = ("> **Quick mode: a smoke test on subsets, not the paper-scale result.** Run `SCALE=full make run` for the "
-                "paper-scale protocol; its committed results are in `results/full/`.\n")
+                "paper-scale protocol (its results are to be committed in `results/full/`; not published yet).\n")
 
 
 def environment() -> Dict[str, str]:

@@ -192,7 +192,8 @@ class SmoothingExplorer(_Explorer):
                  methods: Sequence[str] = ("grad", "gbp"), n_smooth: int = 12, n_infidelity: int = 200,
                  sensitivity_radius: float = 0.1, n_sensitivity: int = 5, normalize: bool = False,
                  seed: int = 0) -> None:
-        from .fidelity import KERNELS, Gaussian
+        from .perturbations import Gaussian
+        from .smoothing import KERNELS
 
         _check_batch(x, y)
         if not radii or any(float(r) < 0 for r in radii):
@@ -214,7 +215,9 @@ class SmoothingExplorer(_Explorer):
 
     def curve(self, kernel: str, method: str) -> Dict[str, Any]:
         """Mean infidelity and max-sensitivity over ``x`` for every radius (cached per kernel and method)."""
-        from .fidelity import explainer, infidelity, sensitivity_max, smooth
+        from .infidelity import infidelity
+        from .sensitivity import sensitivity_max
+        from .smoothing import explainer, smooth
 
         if (kernel, method) not in self._curves:
             base, t = explainer(self.model, method), self._targets

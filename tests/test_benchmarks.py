@@ -117,7 +117,7 @@ def test_compare_tensors_tolerance_and_shape():
 
 def test_run_row_turns_skip_and_errors_into_na_rows():
     def skipping(ctx):
-        raise Skip("helpers.fidelity has no infidelity yet")
+        raise Skip("helpers.infidelity has no infidelity yet")
 
     def broken(ctx):
         raise RuntimeError("boom")
@@ -125,7 +125,7 @@ def test_run_row_turns_skip_and_errors_into_na_rows():
     def fine(ctx):
         return [RowResult("ok", "fine", ratio=3.0, target=2.0)]
 
-    assert run_row(RowSpec("s", "skipper", skipping), None)[0].status == "n/a: helpers.fidelity has no infidelity yet"
+    assert run_row(RowSpec("s", "skipper", skipping), None)[0].status == "n/a: helpers.infidelity has no infidelity yet"
     err = run_row(RowSpec("b", "broken", broken), None)[0]
     assert err.status.startswith("n/a: error: RuntimeError: boom")
     assert run_row(RowSpec("f", "fine", fine), None)[0].status == "PASS"

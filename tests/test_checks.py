@@ -233,7 +233,7 @@ def _package_implementations():
     from helpers.abc import abc_weights
     from helpers.attribution import attribute
     from helpers.calibration import fit_temperature
-    from helpers.fidelity import beta_rescale, infidelity
+    from helpers.infidelity import beta_rescale, infidelity
     from helpers.metrics import aurc
     from helpers.perturbations import Fixed
 

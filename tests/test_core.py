@@ -12,13 +12,18 @@ import helpers
 
 PUBLIC_NAMES = {
     "helpers": ["device", "seed_everything", "scale"],
-    "helpers.data": ["load_mnist", "load_digits_shift"],
+    "helpers.data": ["load_mnist", "load_digits_shift", "load_animal_shapes"],
     "helpers.models": ["get_model"],
     "helpers.batching": ["run_chunked", "forward", "predict"],
     "helpers.attribution": ["attribute"],
     "helpers.abc": ["abc_confidence"],
-    "helpers.fidelity": ["NoisyBaseline", "Square", "Gaussian", "ConstantBaseline", "ShapSubset", "infidelity",
-                         "sensitivity_max", "optimal_explanation", "smooth", "to_units"],
+    "helpers.perturbations": ["NoisyBaseline", "Square", "Gaussian", "ConstantBaseline", "ShapSubset", "Fixed"],
+    "helpers.infidelity": ["infidelity", "to_units", "beta_rescale"],
+    "helpers.sensitivity": ["sensitivity_max"],
+    "helpers.optimal": ["optimal_explanation"],
+    "helpers.smoothing": ["smooth", "KERNELS"],
+    "helpers.sanity": ["explanation_suite", "randomized_models"],
+    "helpers.fidelity": ["infidelity", "sensitivity_max", "optimal_explanation", "smooth", "NoisyBaseline"],  # shim
     "helpers.calibration": ["TemperatureScaling", "PlattScaling", "CombinedConfidence"],
     "helpers.metrics": ["error_auroc", "aurc", "risk_coverage", "ece", "ood_auroc", "bootstrap_ci"],
     "helpers.shifts": ["fgsm", "pgd"],

@@ -110,10 +110,13 @@ def test_smoothing_explorer_on_a_linear_model_has_closed_form_answers(linear_mod
     assert bytes(e.image.value).startswith(PNG)
 
 
-def test_smoothing_explorer_matches_the_fidelity_helpers():
+def test_smoothing_explorer_matches_the_infidelity_and_sensitivity_helpers():
     from helpers.data import load_mnist
-    from helpers.fidelity import Gaussian, explainer, infidelity, sensitivity_max, smooth
+    from helpers.infidelity import infidelity
     from helpers.models import get_model
+    from helpers.perturbations import Gaussian
+    from helpers.sensitivity import sensitivity_max
+    from helpers.smoothing import explainer, smooth
 
     x = load_mnist("test")[0][:2]
     model = get_model("cnn", device="cpu")
