@@ -411,7 +411,8 @@ def _captum_infidelity(model, x, a, I, t):
     def perturb(xs):
         return I.reshape(-1, *x.shape[1:]), xs - I.reshape(-1, *x.shape[1:])
 
-    return captum_infidelity(model, perturb, x, a, target=t, n_perturb_samples=n, max_examples_per_batch=10_000)
+    return captum_infidelity(model, perturb, x, a, target=t, n_perturb_samples=n,
+                              max_examples_per_batch=x.shape[0] * n)   # one batch: I in its row order
 
 
 @pytest.mark.parametrize("name", ["resnet", "mlp", "lenet"])
