@@ -8,6 +8,7 @@ set are data: :func:`helpers.data.load_digits_shift`, :func:`helpers.data.load_a
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import bytes_per_image, chunk_size_for, run_chunked
+from .batching import bytes_per_image, chunk_size_for, hash_normal, run_chunked
 from .validation import check_images, check_model, check_target, model_device
 
 __all__ = ["fgsm", "pgd", "rotate", "add_noise", "blend", "blend_pairs", "apply_shift", "SHIFT_KINDS", "SHIFT_GRIDS"]
@@ -131,13 +132,17 @@ def rotate(x: torch.Tensor, degrees: Union[float, Sequence[float], torch.Tensor]
 
 
 def add_noise(x: torch.Tensor, sigma: float, seed: int = 0, input_range: Range = (0.0, 1.0)) -> torch.Tensor:
-    """``clip(x + sigma z)``, ``z ~ N(0, I)`` one draw of ``x``'s shape from ``seed``: independent noise per input,
-    so an input's noise depends on its row (the same batch and seed reproduce it)."""
+    """``clip(x + sigma z)``, ``z ~ N(0, I)`` independent per input and keyed by the input's content and ``seed``
+    (the package's counter-based normals): an input gets the same noise at any batch position or in any batch."""
     _clip(check_images(x), input_range, check=True)
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    return _clip(x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype), input_range)
+    flat = x.detach().reshape(x.shape[0], -1)
+    rows = [hashlib.blake2b(r.tobytes(), digest_size=5).digest() for r in flat.to("cpu", torch.float32).numpy()]
+    row_key = torch.tensor([int.from_bytes(b, "little") for b in rows], dtype=torch.int64, device=x.device)
+    key = row_key[:, None] * flat.shape[1] + torch.arange(flat.shape[1], device=x.device)
+    z = hash_normal(seed, key).to(x.dtype).view_as(x)
+    return _clip(x + sigma * z, input_range)
 
 
 def blend(x: torch.Tensor, x_other: torch.Tensor, alpha: float, input_range: Range = (0.0, 1.0)) -> torch.Tensor:

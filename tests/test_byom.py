@@ -832,7 +832,8 @@ def test_image_shifts_on_normalised_three_channel_images(models):
     _close(rotate(x, 90.0, input_range=None), torch.rot90(x, 1, dims=(2, 3)), rtol=1e-4, atol=1e-4)
     n = add_noise(x, 0.1, seed=0, input_range=None)
     assert (n - x).abs().max() < 1 and n.min() < -1
-    _close(add_noise(x[:3], 0.1, seed=0, input_range=None), n[:3])      # independent noise per row, seeded
+    _close(add_noise(x[:3], 0.1, seed=0, input_range=None), n[:3])      # noise follows the input
+    _close(add_noise(x.flip(0), 0.1, seed=0, input_range=None), n.flip(0))
     _close(blend(x, -x, 0.5, input_range=None), torch.zeros_like(x))
     with pytest.raises(ValueError, match="x"):
         rotate(torch.randn(4, 30), 10.0)

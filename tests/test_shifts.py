@@ -33,7 +33,7 @@ def test_noise_and_blend(mnist_small):
     assert a.min() >= 0 and a.max() <= 1
     torch.testing.assert_close(S.add_noise(x, 0.0), x)
     # away from the clipping, the noise has the requested standard deviation
-    mid = torch.full((64, 1, 28, 28), 0.5)
+    mid = 0.5 + 1e-3 * torch.arange(64.0).view(64, 1, 1, 1).expand(64, 1, 28, 28)  # 64 distinct images
     assert (S.add_noise(mid, 0.05) - mid).std().item() == pytest.approx(0.05, rel=0.05)
     x2 = x.flip(0)
     torch.testing.assert_close(S.blend(x, x2, 0.25), 0.75 * x + 0.25 * x2)
@@ -140,3 +140,14 @@ def test_pgd_does_not_depend_on_batch_position(cnn, mnist_small):
     batch = S.pgd(cnn, x[:6], y[:6], 0.2, steps=3, seed=3)
     torch.testing.assert_close(batch[4:5], S.pgd(cnn, x[4:5], y[4:5], 0.2, steps=3, seed=3))
     torch.testing.assert_close(batch, S.pgd(cnn, x[:6], y[:6], 0.2, steps=3, seed=3, batch_size=4))
+
+
+def test_noise_follows_the_input_not_its_batch_position():
+    """The same image gets the same noise at another batch position and in another batch (common random numbers)."""
+    x = torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.25
+    noisy = S.add_noise(x, 0.1, seed=4)
+    torch.testing.assert_close(S.add_noise(x.flip(0), 0.1, seed=4), noisy.flip(0))
+    torch.testing.assert_close(S.add_noise(x[2:3], 0.1, seed=4), noisy[2:3])
+    # different images still get different (independent) noise
+    z = (noisy - x) / 0.1
+    assert abs(torch.corrcoef(z.reshape(6, -1))[0, 1].item()) < 0.5
