@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("SCALE", "quick")
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `benchmarks` too under a bare `pytest` (not -m pytest)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib  # noqa: E402
 
