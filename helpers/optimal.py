@@ -16,8 +16,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .infidelity import evaluate
-from .perturbations import Draw
+from .infidelity import evaluate, generator
+from .perturbations import Draw, as_perturbation, draw
 from .validation import check_images, check_model, model_device
 
 __all__ = ["optimal_explanation", "optimal_from_samples", "solve_psd", "sherman_morrison"]
@@ -99,6 +99,8 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     N, d = x.shape[0], math.prod(x.shape[1:])
     acc = {k: torch.zeros(N, m, dtype=torch.float64, device=xd.device) for k, m in (("Wy", d), ("W", d), ("y", 1), ("1", 1))}
     gram = {}
+    # shared draws (one W for every input, e.g. Square's masks) are told apart on two rows: a chunk of one row is not
+    shares = N == 1 or draw(as_perturbation(perturbation), xd, slice(0, 2), 0, 1, generator(xd.device, seed)).W.shape[0] == 1
 
     def reduce(rows: slice, dr: Draw, diff: torch.Tensor) -> None:
         r, s = diff.shape
@@ -110,7 +112,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
         acc["y"][rows] += (w * y).sum(1, keepdim=True)
         acc["1"][rows] += w.sum(1, keepdim=True)
         if not closed:
-            shared = W.shape[0] == 1 and bool((w == w[:1]).all())
+            shared = shares and W.shape[0] == 1 and bool((w == w[:1]).all())
             key = "shared" if shared else "per_input"
             if shared and rows.start > 0:
                 return                                                        # one Gram per sample block

@@ -314,3 +314,40 @@ def test_additional_forward_args_follow_their_inputs():
         fixed = type("Fixed1", (nn.Module,), {"forward": lambda self, v, m=mask[k:k + 1]: model(v, m.expand(len(v), -1))})()
         torch.testing.assert_close(got[k:k + 1], infidelity(fixed.eval(), x[k:k + 1], attr[k:k + 1], Gaussian(0.1),
                                                             n_samples=40, seed=3))
+
+
+# ------------------------------------------------------------------------------------------------ mutation tests
+
+
+def test_a_perturb_func_is_reseeded_from_the_generator():
+    """FromFunction draws the global RNG's seed from the generator: same generator, same I; another, another I."""
+    from helpers.perturbations import FromFunction
+
+    p, x = FromFunction(lambda v: (0.1 * torch.randn_like(v), None)), _x(2)
+    a, b, c = (p.draw(x, 5, torch.Generator().manual_seed(s)).I for s in (0, 0, 1))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_fixed_draw_replays_the_first_samples():
+    big = torch.rand(2, 6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(Fixed(big).draw(_x(2), 3).I, big[:, :3])
+
+
+class _MaskedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = Net(d=16, c=3)
+
+    def forward(self, x, mask):
+        return self.net(x * mask)
+
+
+def test_extra_forward_args_follow_their_rows_in_small_chunks(monkeypatch):
+    x = _x(5)
+    mask = (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) > 0.3).float()
+    attr = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    full = infidelity(_MaskedNet().eval(), x, attr, NoisyBaseline(0.2), n_samples=40, seed=3,
+                      additional_forward_args=(mask,))
+    monkeypatch.setenv("HELPERS_MEMORY_BUDGET_MB", "0.0001")                    # one row per chunk
+    torch.testing.assert_close(infidelity(_MaskedNet().eval(), x, attr, NoisyBaseline(0.2), n_samples=40, seed=3,
+                                          additional_forward_args=(mask,)), full)

@@ -159,3 +159,14 @@ def test_bad_input_names_the_problem(linear_model):
         optimal_explanation(linear_model, x, Gaussian(0.1), target=torch.tensor([0, 7]), n_samples=3)
     with pytest.raises(ValueError, match="second_moment"):
         optimal_explanation(linear_model, x, Square(sizes=(1,)), method="closed_form", n_samples=3)
+
+
+def test_gram_matrices_do_not_depend_on_the_chunk_size(quadratic_model, monkeypatch):
+    """Square's masks are shared by all inputs (one Gram per block, not per chunk); NB's lstsq Grams are per input."""
+    x, t = _x(4), torch.tensor([0, 1, 1, 0])
+    for p, method in ((Square(sizes=(1, 2)), "auto"), (NoisyBaseline(0.2), "lstsq")):
+        full = optimal_explanation(quadratic_model, x, p, t, n_samples=300, ridge=1e-3, method=method, seed=1)
+        monkeypatch.setenv("HELPERS_MEMORY_BUDGET_MB", "0.0001")                # one row per chunk
+        torch.testing.assert_close(optimal_explanation(quadratic_model, x, p, t, n_samples=300, ridge=1e-3,
+                                                       method=method, seed=1), full)
+        monkeypatch.delenv("HELPERS_MEMORY_BUDGET_MB")

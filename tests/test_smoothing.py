@@ -147,3 +147,20 @@ def test_bad_input_names_the_problem():
         smooth(lambda v: v, "laplace", 0.1, 3)
     with pytest.raises(ValueError, match="explain must return"):
         sensitivity_max(lambda v: v[:, :, :2], x, 0.1, 2)
+
+
+def test_global_units_multiply_the_gradient_by_the_input():
+    model, x = TinyCNN().eval(), _x(3, shape=(1, 8, 8))
+    t = model(x).argmax(1)
+    native = explainer(model, "grad", units="native")(x, t)
+    torch.testing.assert_close(explainer(model, "grad", units="global")(x, t), native * x)
+
+
+def test_sweep_smooths_every_positive_radius():
+    from helpers.smoothing import smoothing_sweep
+
+    model, x = TinyCNN().eval(), _x(3, shape=(1, 8, 8))
+    rows = smoothing_sweep(model, x, explainer(model, "grad"), {"NB": NoisyBaseline(0.2)}, [0.0, 0.3], ("uniform",),
+                           n_smooth=8, n_samples=20)
+    inf = {r["radius"]: r["infidelity"] for r in rows}
+    assert inf[0.3] != inf[0.0]
