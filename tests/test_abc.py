@@ -338,3 +338,10 @@ def test_keep_masks_false_gives_same_labels(cnn, mnist_small):
     a, b = abc_confidence(cnn, x, **kw), abc_confidence(cnn, x, keep_masks=False, **kw)
     assert b.masks is None and torch.equal(a.labels, b.labels)
     torch.testing.assert_close(a.effective_budget, b.effective_budget)
+
+
+def test_flip_rate_by_bin_changes_only_its_bin_when_k_exceeds_its_size():
+    """k = 3 > bin size 2: bin 1 sets x2 and x3 only (feature 0 never moves, no flip); bin 0 sets x0 and x1."""
+    out = flip_rate_by_bin(FlipOnFeature0().eval(), torch.ones(3, 4), G.expand(3, 4), torch.zeros(4), n_bins=2, k=3,
+                           n_samples=20)
+    assert torch.all(out[:, 1] == 0) and torch.all(out[:, 0] == 1)

@@ -314,3 +314,11 @@ def test_ece_only_for_probabilities():
     prob = 1 / (1 + np.exp(-conf))
     rows = M.confidence_table({"p": prob, "score": prob}, correct, n_boot=20, probabilities=["p"])
     assert np.isfinite(rows[0]["ece"]) and np.isnan(rows[1]["ece"])
+
+
+def test_reliability_edges_and_fpr_threshold_at_an_exact_quantile():
+    """Mutation tests: the B + 1 bin edges on [0, 1]; FPR95's threshold when (1 - tpr) N is an integer."""
+    b = M.reliability_bins(np.array([0.1, 0.6, 0.9]), np.array([True, False, True]), n_bins=4)
+    np.testing.assert_allclose(b["edges"], [0.0, 0.25, 0.5, 0.75, 1.0])
+    # tpr 0.5 of 4 in-distribution scores keeps the top two (threshold 0.3): 0.25 is rejected
+    assert M.fpr_at_tpr([0.1, 0.2, 0.3, 0.4], [0.25], tpr=0.5) == 0.0
