@@ -235,3 +235,10 @@ def test_labels_none_or_out_of_range_are_named():
         C.PlattScaling().fit(z, None)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
         C.TemperatureScaling().fit(z, y - 1)
+
+
+def test_combined_confidence_reads_positive_unbounded_scores_on_the_log_scale():
+    """A score > 1 that is always > 0 (e.g. Trust Score) is mapped by log before standardising (mutation test)."""
+    comb = C.CombinedConfidence().fit({"ts": [0.5, 1.0, 3.0, np.e, 9.0, 2.0]}, [0, 0, 1, 1, 1, 0])
+    assert comb.transforms_ == ["log"]
+    np.testing.assert_allclose(C._transform(np.array([1.0, np.e]), "log"), [0.0, 1.0])

@@ -322,3 +322,9 @@ def test_reliability_edges_and_fpr_threshold_at_an_exact_quantile():
     np.testing.assert_allclose(b["edges"], [0.0, 0.25, 0.5, 0.75, 1.0])
     # tpr 0.5 of 4 in-distribution scores keeps the top two (threshold 0.3): 0.25 is rejected
     assert M.fpr_at_tpr([0.1, 0.2, 0.3, 0.4], [0.25], tpr=0.5) == 0.0
+
+
+def test_selective_risk_when_nothing_is_kept_and_weights_of_a_one_item_stratum():
+    assert M.selective_risk([0.2, 0.4], [True, False], threshold=0.9) == (0.0, 0.0)
+    idx, w = M.stratified_subset([False, True, True, True], n_wrong=1, n_correct=1, seed=0)
+    np.testing.assert_allclose(np.sort(w), [1.0, 3.0])                  # 1 of 1 wrong, 1 of 3 right
