@@ -100,7 +100,8 @@ def test_noisy_baseline_is_the_clipped_noise_around_its_baseline():
     assert float((x.unsqueeze(1) - wide).min()) < -1.0                                   # the range is a parameter
 
 
-@pytest.mark.parametrize("base, sigma, lo, hi", [(0.0, 0.2, 0.0, 1.0), (0.5, 0.3, 0.0, 1.0), (0.9, 1.0, -0.5, 2.0)])
+@pytest.mark.parametrize("base, sigma, lo, hi", [(0.0, 0.2, 0.0, 1.0), (0.5, 0.3, 0.0, 1.0), (0.9, 1.0, -0.5, 2.0),
+                                                  (0.3, 0.2, 0.0, 1.0)])  # the last: asymmetric cut with sigma != 1
 def test_clipped_normal_moments_match_monte_carlo(base, sigma, lo, hi):
     z = (base + sigma * torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     z = z.clamp(lo, hi)
@@ -366,3 +367,12 @@ def test_a_global_sample_only_perturbation_defaults_to_the_zero_baseline():
     x = _x(2) + 0.1
     d = draw(Half(), x, slice(0, 2), 0, 3, torch.Generator().manual_seed(0))
     torch.testing.assert_close(d.W, torch.full_like(d.I, 0.5))
+
+
+def test_local_units_are_zero_where_the_input_equals_the_baseline():
+    x = _x(2)
+    x[0, 0, 0, 0] = 0.0
+    phi = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    local = to_units(phi, x, 0.0, "local")
+    assert local[0, 0, 0, 0] == 0
+    torch.testing.assert_close(local[x != 0], (phi / x)[x != 0])

@@ -328,3 +328,9 @@ def test_selective_risk_when_nothing_is_kept_and_weights_of_a_one_item_stratum()
     assert M.selective_risk([0.2, 0.4], [True, False], threshold=0.9) == (0.0, 0.0)
     idx, w = M.stratified_subset([False, True, True, True], n_wrong=1, n_correct=1, seed=0)
     np.testing.assert_allclose(np.sort(w), [1.0, 3.0])                  # 1 of 1 wrong, 1 of 3 right
+
+
+def test_basic_bootstrap_interval_is_the_percentile_one_reflected_at_the_estimate():
+    v = np.random.default_rng(0).exponential(size=60)                   # skewed: the two intervals differ
+    perc, basic = (M.bootstrap_ci(np.mean, v, n=200, seed=1, method=m) for m in ("percentile", "basic"))
+    np.testing.assert_allclose([basic.low + perc.high, basic.high + perc.low], [2 * perc.estimate] * 2)

@@ -170,3 +170,12 @@ def test_gram_matrices_do_not_depend_on_the_chunk_size(quadratic_model, monkeypa
         torch.testing.assert_close(optimal_explanation(quadratic_model, x, p, t, n_samples=300, ridge=1e-3,
                                                        method=method, seed=1), full)
         monkeypatch.delenv("HELPERS_MEMORY_BUDGET_MB")
+
+
+def test_optimal_from_samples_with_fewer_samples_than_inputs():
+    """Per-input W with S < N samples: each row is its own least-squares problem."""
+    g = torch.Generator().manual_seed(0)
+    W, diff, w = torch.randn(5, 3, 2, generator=g), torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.5
+    batch = optimal_from_samples(W, diff, w, ridge=1e-3)
+    for k in range(5):
+        torch.testing.assert_close(batch[k], optimal_from_samples(W[k:k + 1], diff[k:k + 1], w[k:k + 1], ridge=1e-3)[0])
