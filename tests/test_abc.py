@@ -345,3 +345,12 @@ def test_flip_rate_by_bin_changes_only_its_bin_when_k_exceeds_its_size():
     out = flip_rate_by_bin(FlipOnFeature0().eval(), torch.ones(3, 4), G.expand(3, 4), torch.zeros(4), n_bins=2, k=3,
                            n_samples=20)
     assert torch.all(out[:, 1] == 0) and torch.all(out[:, 0] == 1)
+
+
+def test_two_inputs_with_their_own_baselines_in_one_row_chunks(cnn, mnist_small):
+    """Per-input baselines follow their rows when the inputs are split into chunks of one (mutation test)."""
+    x = mnist_small[0][:2]
+    base = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    kw = dict(baseline=base, budget=30, n_steps=8, n_samples=40, return_details=True)
+    a, b = (abc_confidence(cnn, x, chunk_size=c, **kw) for c in (None, 1))
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.labels, b.labels)
