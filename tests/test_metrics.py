@@ -334,3 +334,11 @@ def test_basic_bootstrap_interval_is_the_percentile_one_reflected_at_the_estimat
     v = np.random.default_rng(0).exponential(size=60)                   # skewed: the two intervals differ
     perc, basic = (M.bootstrap_ci(np.mean, v, n=200, seed=1, method=m) for m in ("percentile", "basic"))
     np.testing.assert_allclose([basic.low + perc.high, basic.high + perc.low], [2 * perc.estimate] * 2)
+
+
+def test_percentile_interval_cuts_both_tails_equally():
+    """The 50 % interval of a symmetric sample's mean spans about ±0.674 standard errors on both sides."""
+    v = np.random.default_rng(0).normal(size=400)
+    ci = M.bootstrap_ci(np.mean, v, n=2000, seed=1, level=0.5)
+    se = v.std() / np.sqrt(v.size)
+    np.testing.assert_allclose([ci.estimate - ci.low, ci.high - ci.estimate], [0.674 * se] * 2, rtol=0.2)
