@@ -164,3 +164,15 @@ def test_sweep_smooths_every_positive_radius():
                            n_smooth=8, n_samples=20)
     inf = {r["radius"]: r["infidelity"] for r in rows}
     assert inf[0.3] != inf[0.0]
+
+
+def test_sweep_multiplies_by_the_input_for_a_global_perturbation():
+    """Radius 0 under Square: the sweep's infidelity is that of Grad x (x - x0), on the sweep's perturbations."""
+    from helpers.infidelity import infidelity
+    from helpers.smoothing import smoothing_sweep
+
+    model, x, p = TinyCNN().eval(), _x(3, shape=(1, 8, 8)), Square(sizes=(1, 2), baseline=0.2)
+    t = model(x).argmax(1)
+    rows = smoothing_sweep(model, x, explainer(model, "grad"), {"sq": p}, [0.0], ("uniform",), n_samples=20, seed=0)
+    ref = infidelity(model, x, explainer(model, "grad")(x, t) * (x - 0.2), p, t, n_samples=20, normalize=True, seed=1)
+    assert rows[0]["infidelity"] == pytest.approx(float(ref.mean()), rel=1e-5)
