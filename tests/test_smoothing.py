@@ -176,3 +176,9 @@ def test_sweep_multiplies_by_the_input_for_a_global_perturbation():
     rows = smoothing_sweep(model, x, explainer(model, "grad"), {"sq": p}, [0.0], ("uniform",), n_samples=20, seed=0)
     ref = infidelity(model, x, explainer(model, "grad")(x, t) * (x - 0.2), p, t, n_samples=20, normalize=True, seed=1)
     assert rows[0]["infidelity"] == pytest.approx(float(ref.mean()), rel=1e-5)
+
+
+def test_smoothgrad_noise_follows_its_seed():
+    model, x = TinyCNN().eval(), _x(2, shape=(1, 8, 8))
+    a, b, c = (smooth(explainer(model, "grad"), "gaussian", 0.2, 4, seed=s)(x) for s in (0, 0, 1))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
