@@ -65,9 +65,7 @@ grade: install
 # mutation testing of the core math (setup.cfg [mutmut]); slow (hours on 2 cores), not part of CI.
 # The kill rate and every surviving mutant go to tests/MUTANTS.md.
 mutate: models
-	$(BIN)/pip install -q "mutmut>=3.8"
-	HELPERS_DATA_DIR=$(CURDIR)/data $(BIN)/mutmut run || true
-	$(BIN)/mutmut results
+	nice $(PYTHON) tools/mutate.py --per-module 15 --seed 1 --workers 2
 
 lint: install
 	$(BIN)/ruff check helpers tests benchmarks
