@@ -342,3 +342,19 @@ def test_percentile_interval_cuts_both_tails_equally():
     ci = M.bootstrap_ci(np.mean, v, n=2000, seed=1, level=0.5)
     se = v.std() / np.sqrt(v.size)
     np.testing.assert_allclose([ci.estimate - ci.low, ci.high - ci.estimate], [0.674 * se] * 2, rtol=0.2)
+
+
+def test_weighted_selective_bound_uses_the_lower_clopper_pearson_count():
+    """The stratified SGR bound at one threshold: the covered right predictions of the split are at least
+    w * n_r * Beta.ppf(delta/2, r, n_r - r + 1) (Clopper-Pearson, half the delta); the binomial bound gets the other half."""
+    from scipy.stats import beta as beta_dist
+
+    w, n_r, delta = 3.0, 40, 0.1
+    conf = np.r_[np.full(30, 0.9), np.full(10, 0.1), np.full(2, 0.9)]   # 30 of 40 sampled rights and 2 errors kept
+    corr = np.r_[np.ones(40, bool), np.zeros(2, bool)]
+    r_low = w * n_r * beta_dist.ppf(delta / 2, 30, n_r - 30 + 1)
+    expected = M.binomial_upper_bound(2, int(np.floor(2 + r_low)), delta / 2)
+    assert M._bound_at(conf, corr, w, 0.5, delta) == pytest.approx(expected, rel=1e-12)
+    # no right prediction kept: the lower count is 0, so the bound is that of the errors alone
+    conf0 = np.r_[np.full(40, 0.1), np.full(2, 0.9)]
+    assert M._bound_at(conf0, corr, w, 0.5, delta) == pytest.approx(M.binomial_upper_bound(2, 2, delta / 2))
