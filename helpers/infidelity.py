@@ -12,7 +12,7 @@ Random numbers: the ``S`` perturbations are drawn in blocks of :data:`SAMPLE_BLO
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -28,6 +28,40 @@ __all__ = ["infidelity", "infidelity_from_samples", "beta_rescale", "to_units", 
 SAMPLE_BLOCK = 256
 
 Attributions = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+
+
+def pack(xs: Sequence[torch.Tensor], name: str = "x") -> Tuple[torch.Tensor, Callable]:
+    """Several inputs ``(x1 N x ..., x2 N x ..., ...)`` as one ``N x D`` tensor and its inverse ``unpack(flat)``."""
+    if not xs or not all(isinstance(t, torch.Tensor) for t in xs):
+        raise TypeError(f"{name} must be a tensor N x ... or a non-empty tuple of tensors")
+    for i, t in enumerate(xs):
+        check_images(t, f"{name}[{i}]")
+    if any(t.shape[0] != xs[0].shape[0] for t in xs):
+        raise ValueError(f"every input of {name} must have N rows, got {[t.shape[0] for t in xs]}")
+    sizes, shapes = [t[0].numel() for t in xs], [tuple(t.shape[1:]) for t in xs]
+
+    def unpack(flat: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(p.reshape((-1,) + sh) for p, sh in zip(flat.split(sizes, dim=1), shapes))
+    return torch.cat([t.reshape(t.shape[0], -1) for t in xs], 1), unpack
+
+
+def pack_like(a, xs: Sequence[torch.Tensor], name: str) -> torch.Tensor:
+    """An explanation of several inputs (a tuple like ``xs``) packed like :func:`pack`."""
+    if not isinstance(a, (tuple, list)) or len(a) != len(xs):
+        raise TypeError(f"{name} must be a tuple of {len(xs)} tensors like the inputs x, got {type(a).__name__}")
+    return torch.cat([check_like(v, t, f"{name}[{i}]").reshape(t.shape[0], -1) for i, (v, t) in enumerate(zip(a, xs))], 1)
+
+
+class Packed(nn.Module):
+    """``model(x1, x2, ...)`` seen as a model of one packed ``N x D`` tensor (see :func:`pack`)."""
+
+    def __init__(self, model: nn.Module, unpack: Callable) -> None:
+        super().__init__()
+        self.model, self.unpack = model, unpack
+        self.train(model.training)
+
+    def forward(self, flat: torch.Tensor, *args) -> torch.Tensor:
+        return self.model(*self.unpack(flat), *args)
 
 
 def take(args: tuple, n: int, a: int, b: int, s: int = 1) -> tuple:
@@ -111,9 +145,11 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, pe
 
     Args:
         model: classifier in eval mode returning ``B x C`` logits.
-        x: inputs ``N x ...`` (any shape: ``N x d``, ``N x C x H x W``, ``N x C x L``).
-        attributions: ``Φ`` like ``x`` in the perturbation's units, or a dict ``name -> Φ``: every explanation is
-            then scored on the same perturbations and forward passes (paired).
+        x: inputs ``N x ...`` (any shape: ``N x d``, ``N x C x H x W``, ``N x C x L``), or a tuple of them for
+            ``model(x1, x2, ...)``: the perturbation then acts on all inputs packed as one ``N x D`` tensor
+            (perturbations that need images, such as Square, refuse it).
+        attributions: ``Φ`` like ``x`` in the perturbation's units (a tuple like ``x`` for several inputs), or a
+            dict ``name -> Φ``: every explanation is then scored on the same perturbations and forward passes.
         perturbation: a :class:`helpers.perturbations.Perturbation`, any object with ``units`` and
             ``sample(x, n, generator)``, or a captum-style ``perturb_func(x) -> (I, x - I)``.
         target: LongTensor ``N``, an int, or ``None`` (the predicted class).
@@ -124,6 +160,14 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions: Attributions, pe
     Returns: ``N`` infidelities (float32, CPU), or a dict of them when ``attributions`` is a dict.
     """
     check_model(model)
+    if isinstance(x, (tuple, list)):                          # several inputs: one packed N x D tensor
+        xs = tuple(x)
+        x, unpack = pack(xs)
+        if isinstance(attributions, Mapping):
+            attributions = {k: pack_like(v, xs, f"attributions[{k!r}]") for k, v in attributions.items()}
+        else:
+            attributions = pack_like(attributions, xs, "attributions")
+        model = Packed(model, unpack)
     check_images(x)
     single = isinstance(attributions, torch.Tensor)
     attrs = {"_": attributions} if single else dict(attributions) if isinstance(attributions, Mapping) else None

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .infidelity import evaluate, generator
+from .infidelity import Packed, evaluate, generator, pack
 from .perturbations import Draw, as_perturbation, draw
 from .validation import check_images, check_model, model_device
 
@@ -86,6 +86,10 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     Returns: ``N x ...`` like ``x`` (float32, CPU).
     """
     check_model(model)
+    if isinstance(x, (tuple, list)):               # several inputs: solve on one packed N x D tensor, unpack Φ*
+        flat, unpack = pack(tuple(x))
+        return unpack(optimal_explanation(Packed(model, unpack), flat, perturbation, target, n_samples, ridge,
+                                          method=method, seed=seed, additional_forward_args=additional_forward_args))
     check_images(x)
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .batching import bytes_per_image, chunk_size_for
-from .infidelity import SAMPLE_BLOCK, generator, resolve_target
+from .infidelity import SAMPLE_BLOCK, Packed, generator, pack, pack_like, resolve_target
 from .smoothing import Explain, call_explain
 from .validation import check_images, check_n_samples, check_target, model_device
 
@@ -28,7 +28,8 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
     Args:
         explain: ``explain(x, target) -> Tensor like x`` (or ``explain(x)``); with an ``explain.model`` and
             ``target=None`` the target is the predicted class at ``x`` for every perturbed copy.
-        x: inputs ``N x ...``.
+        x: inputs ``N x ...``, or a tuple of them (``explain(x_tuple, target)`` then returns a tuple like it; the
+            ball is over all inputs packed as one ``N x D`` tensor and the norms are over all of them).
         radius: L∞ radius ``r >= 0`` (captum's ``perturb_radius``); at ``r = 0`` the value is the explanation's
             own noise floor (0 for a deterministic explanation).
         form: ``"relative"`` ``‖ΔΦ‖ / ‖Φ(x)‖`` (a zero norm counts as 1), ``"absolute"`` ``‖ΔΦ‖`` or
@@ -36,6 +37,14 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
         norm: the norm of ``ΔΦ`` (``"fro"`` = L2, captum's default, or any ``p``).
     Returns: ``N`` sensitivities (float32, CPU).
     """
+    if isinstance(x, (tuple, list)):                          # several inputs: explain the packed N x D tensor
+        xs, user = tuple(x), explain
+        x, unpack = pack(xs)
+
+        def explain(y, target=None):  # noqa: F811 - the user's explain seen on packed inputs
+            return pack_like(user(unpack(y), target), unpack(y), "explain's output")
+        if isinstance(getattr(user, "model", None), nn.Module):
+            explain.model = Packed(user.model, unpack)
     check_images(x)
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")

@@ -480,9 +480,8 @@ def test_infidelity_and_optimal_refuse_an_out_of_range_target(models):
         optimal_explanation(model, x, Gaussian(0.1), target=bad, n_samples=64)
 
 
-def test_infidelity_and_optimal_with_an_extra_argument_and_refusing_two_inputs():
-    """model(x, mask): the mask follows its input into every perturbed copy. model(x1, x2): refused (not supported),
-    naming x."""
+def test_infidelity_and_optimal_with_an_extra_argument_and_two_inputs():
+    """model(x, mask): the mask follows its input into every perturbed copy. model(x1, x2): a tuple of inputs."""
     model, x, mask = B.masked()
     t = _pred(model, x, mask)
     g = attribute(model, x, t, method="grad", additional_forward_args=(mask,))
@@ -492,13 +491,35 @@ def test_infidelity_and_optimal_with_an_extra_argument_and_refusing_two_inputs()
     assert wrong.mean() > 100 * v.mean(), "the mask must reach the model"
     opt = optimal_explanation(model, x, Gaussian(1e-3), target=t, n_samples=4000, additional_forward_args=(mask,))
     assert (opt - g).abs().max() < 0.1 * g.abs().max(), "vanishing Gaussian: the optimum is the gradient (masked: 0)"
+    # model(x1, x2): the same numbers as the one-input model of the concatenated features
     model, (x1, x2) = B.two_input()
     t = _pred(model, x1, x2)
+    cat = _Cat(model).eval()
+    xc = torch.cat([x1, x2], 1)
     a = attribute(model, (x1, x2), t, method="grad")
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        infidelity(model, (x1, x2), a, Gaussian(0.05), target=t, n_samples=32)
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        optimal_explanation(model, (x1, x2), Gaussian(0.05), target=t, n_samples=32)
+    ac = torch.cat(a, 1)
+    _close(infidelity(model, (x1, x2), a, Gaussian(0.05), target=t, n_samples=32, seed=4),
+           infidelity(cat, xc, ac, Gaussian(0.05), target=t, n_samples=32, seed=4))
+    _close(infidelity(model, (x1, x2), {"g": a}, NoisyBaseline(0.3, input_range=None), n_samples=32)["g"],
+           infidelity(cat, xc, ac, NoisyBaseline(0.3, input_range=None), n_samples=32))
+    opt = optimal_explanation(model, (x1, x2), Gaussian(0.05), target=t, n_samples=256, ridge=1e-3, seed=1)
+    assert isinstance(opt, tuple) and [o.shape for o in opt] == [x1.shape, x2.shape]
+    _close(torch.cat(opt, 1), optimal_explanation(cat, xc, Gaussian(0.05), target=t, n_samples=256, ridge=1e-3, seed=1))
+    with pytest.raises(TypeError, match="attributions must be a tuple of 2"):
+        infidelity(model, (x1, x2), ac, Gaussian(0.05), target=t, n_samples=8)
+    with pytest.raises(ValueError, match="Square needs images"):
+        infidelity(model, (x1, x2), a, Square(), target=t, n_samples=8)
+
+
+class _Cat(nn.Module):
+    """The two-input model read as a model of its 10 concatenated features (the reference for tuple inputs)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x[:, :6], x[:, 6:])
 
 
 # ---------------------------------------------------------------------------------------------------------------- perturbations
@@ -551,14 +572,22 @@ def test_sensitivity_max(models, name):
     assert (ident >= 0.85 * typical).all() and (ident <= 1.35 * typical).all(), (ident / typical)
 
 
-def test_sensitivity_max_refuses_two_inputs():
+def test_sensitivity_max_on_two_inputs():
+    """A tuple of inputs: the ball is over the packed features; the same numbers as the concatenated model."""
     model, (x1, x2) = B.two_input()
 
     def explain(xs, target=None):
         return attribute(model, xs, target, method="grad")
+    explain.model = model
+    cat = _Cat(model).eval()
 
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):     # not supported: refused, naming x
-        sensitivity_max(explain, (x1, x2), radius=0.05, n_samples=4)
+    def explain_cat(v, target=None):
+        return attribute(cat, v, target, method="grad")
+    explain_cat.model = cat
+    _close(sensitivity_max(explain, (x1, x2), radius=0.05, n_samples=4, seed=3),
+           sensitivity_max(explain_cat, torch.cat([x1, x2], 1), radius=0.05, n_samples=4, seed=3))
+    with pytest.raises(TypeError, match="explain's output"):
+        sensitivity_max(lambda xs, target=None: xs[0], (x1, x2), radius=0.05, n_samples=2)
 
 
 #: variance / radius² of each smoothing kernel: N(0, r²); U[-r, r]; N(0, r²) truncated to [-2r, 2r]
