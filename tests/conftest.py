@@ -73,6 +73,11 @@ class QuadraticModel(nn.Module):
         v = x.flatten(1)
         return 0.5 * torch.einsum("nd,cde,ne->nc", v, self.A, v) + v @ self.w.T
 
+    def grad(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The closed-form gradient ``A_t x + w_t`` of each row's target logit, shaped like ``x``."""
+        g = torch.einsum("cde,ne->ncd", self.A, x.flatten(1)) + self.w
+        return g[torch.arange(x.shape[0]), target].reshape(x.shape)
+
 
 @pytest.fixture
 def linear_model():

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import QuadraticModel
 from torch import nn
 
 from helpers.optimal import optimal_explanation, optimal_from_samples, sherman_morrison
@@ -18,10 +17,6 @@ from helpers.perturbations import ConstantBaseline, Fixed, Gaussian, NoisyBaseli
 def _x(n=3, seed=0, shape=(1, 4, 4)):
     return torch.rand((n,) + shape, generator=torch.Generator().manual_seed(seed))
 
-
-def _grad_quadratic(model: QuadraticModel, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    g = torch.einsum("cde,ne->ncd", model.A, x.flatten(1)) + model.w
-    return g[torch.arange(x.shape[0]), target].reshape(x.shape)
 
 
 def test_optimal_lstsq_of_a_linear_model_is_its_weights(linear_model):
@@ -44,7 +39,7 @@ def test_optimal_closed_form_of_a_linear_model_is_its_weights(linear_model):
 
 def test_optimal_for_a_vanishing_gaussian_is_the_gradient(quadratic_model):
     x, t = _x(), torch.tensor([0, 1, 0])
-    g = _grad_quadratic(quadratic_model, x, t)
+    g = quadratic_model.grad(x, t)
     got = optimal_explanation(quadratic_model, x, Gaussian(1e-3), t, n_samples=40_000)
     assert float((got - g).norm() / g.norm()) < 0.05
     got_ls = optimal_explanation(quadratic_model, x, Gaussian(1e-3), t, n_samples=400, method="lstsq")

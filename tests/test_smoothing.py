@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import QuadraticModel
 from torch import nn
 
 from helpers.perturbations import NoisyBaseline, Square
@@ -16,10 +15,6 @@ from helpers.smoothing import KERNELS, choose_radius, explainer, kernel_noise, s
 def _x(n=3, seed=0, shape=(1, 4, 4)):
     return torch.rand((n,) + shape, generator=torch.Generator().manual_seed(seed))
 
-
-def _grad_quadratic(model: QuadraticModel, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    g = torch.einsum("cde,ne->ncd", model.A, x.flatten(1)) + model.w
-    return g[torch.arange(x.shape[0]), target].reshape(x.shape)
 
 
 class TinyCNN(nn.Module):
@@ -48,7 +43,7 @@ def test_kernels_have_their_scale_and_support():
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_smooth_of_an_affine_explanation_is_itself_and_radius_0_is_the_explanation(kernel, quadratic_model):
     x, t = _x(), torch.tensor([0, 1, 0])
-    explain = lambda inp, target: _grad_quadratic(quadratic_model, inp, target)  # noqa: E731
+    explain = lambda inp, target: quadratic_model.grad(inp, target)  # noqa: E731
     torch.testing.assert_close(smooth(explain, kernel, 0.2, 4000)(x, t), explain(x, t), atol=0.15, rtol=0.05)
     torch.testing.assert_close(smooth(explain, kernel, 0.0, 3)(x, t), explain(x, t))
     sq = smooth(lambda v: v ** 2, kernel, 0.3, 20_000)(x)                     # E[(x + z)²] = x² + Var z
@@ -74,7 +69,7 @@ def test_sensitivity_equals_captum_on_the_same_samples(quadratic_model):
     from helpers.infidelity import generator
 
     x, t = _x(4), torch.tensor([0, 1, 1, 0])
-    explain = lambda inp, target: _grad_quadratic(quadratic_model, inp, target) ** 2  # noqa: E731
+    explain = lambda inp, target: quadratic_model.grad(inp, target) ** 2  # noqa: E731
     r, n, seed = 0.1, 9, 3
     z = torch.rand((n,) + x.shape[1:], generator=generator(torch.device("cpu"), seed, 0)) * 2 * r - r
     ours = sensitivity_max(explain, x, r, n, seed=seed, target=t)
@@ -99,7 +94,7 @@ def test_sensitivity_forms_closed_form():
 
 def test_choose_radius_returns_one_of_the_radii(quadratic_model):
     x, t = _x(), torch.tensor([0, 1, 0])
-    explain = lambda inp, target: _grad_quadratic(quadratic_model, inp, target)  # noqa: E731
+    explain = lambda inp, target: quadratic_model.grad(inp, target)  # noqa: E731
     best, scores = choose_radius(quadratic_model, x, explain, NoisyBaseline(0.2), [0.0, 0.1, 1.0], target=t,
                                  n_smooth=8, n_samples=20)
     assert best in (0.0, 0.1, 1.0) and set(scores) == {0.0, 0.1, 1.0}
