@@ -48,7 +48,7 @@ test: models
 test-fast: install
 	$(PYTHON) -m pytest -q -m "not notebook and not browser"
 
-# kernels pick the inline backend themselves: an MPLBACKEND of the shell (e.g. agg) would hide every figure
+# kernels pick the inline backend themselves: a non-interactive backend set in the shell would hide every figure
 lab: models
 	env -u MPLBACKEND $(BIN)/jupyter lab notebooks/
 
