@@ -295,15 +295,7 @@ def test_bad_input_names_the_problem(linear_model):
 
 
 def test_additional_forward_args_follow_their_inputs():
-    class Masked(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = Net(d=7, c=3)
-
-        def forward(self, x, mask):
-            return self.net(x * mask)
-
-    model, x = Masked().eval(), _x(4, shape=(7,))
+    model, x = _MaskedNet(d=7).eval(), _x(4, shape=(7,))
     mask = (torch.rand(4, 7, generator=torch.Generator().manual_seed(1)) > 0.3).float()
     attr = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
     got = infidelity(model, x, attr, Gaussian(0.1), n_samples=40, seed=3, additional_forward_args=(mask,))
@@ -331,9 +323,11 @@ def test_fixed_draw_replays_the_first_samples():
 
 
 class _MaskedNet(nn.Module):
-    def __init__(self):
+    """``model(x, mask)``: a :class:`Net` of the masked input (an extra forward argument with N rows)."""
+
+    def __init__(self, d: int = 16):
         super().__init__()
-        self.net = Net(d=16, c=3)
+        self.net = Net(d=d, c=3)
 
     def forward(self, x, mask):
         return self.net(x * mask)
