@@ -8,7 +8,7 @@ Top-level utilities:
 * :func:`device` -- the best available torch device (cuda > mps > cpu).
 * :func:`seed_everything` -- seed python, numpy and torch in one call.
 * :func:`scale` -- ``"quick"`` or ``"full"``, read from the ``SCALE`` environment variable.
-* :data:`PROJECT_ROOT`, :data:`DATA_DIR`, :data:`BUILD_DIR` -- where things live.
+* :data:`PROJECT_ROOT`, :data:`DATA_DIR`, :data:`BUILD_DIR`, :data:`FULL_RESULTS_DIR` -- where things live.
 * :data:`GITHUB_REPO` -- the repository the Colab / Binder links point to (``python -m helpers repo OWNER/NAME``).
 """
 
@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 __all__ = ["device", "seed_everything", "scale", "is_full", "PROJECT_ROOT", "DATA_DIR", "BUILD_DIR", "RESULTS_DIR",
-           "GITHUB_REPO"]
+           "FULL_RESULTS_DIR", "GITHUB_REPO"]
 __version__ = "0.1.0"
 
 PROJECT_ROOT: Path = Path(os.environ.get("HELPERS_PROJECT_ROOT", Path(__file__).resolve().parent.parent))
 DATA_DIR: Path = Path(os.environ.get("HELPERS_DATA_DIR", PROJECT_ROOT / "data"))
 BUILD_DIR: Path = Path(os.environ.get("HELPERS_BUILD_DIR", PROJECT_ROOT / "build"))
 RESULTS_DIR: Path = BUILD_DIR / "results"
+#: paper-scale results, committed: every ``SCALE=full`` run of a notebook copies its results here (with provenance)
+FULL_RESULTS_DIR: Path = Path(os.environ.get("HELPERS_FULL_RESULTS_DIR", PROJECT_ROOT / "results" / "full"))
 #: the one place of the GitHub "owner/name" behind every Colab and Binder link and the Colab install cell
 GITHUB_REPO = "trustworthy-dl/abc-infidelity-notebooks"
 

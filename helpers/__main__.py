@@ -76,10 +76,15 @@ def main(argv=None) -> int:
                                      html=True)
             print(f"  done in {stats['wall_seconds']:.0f}s, peak {stats['peak_rss_mb']:.0f} MB, "
                   f"{stats['images']} figure(s)", flush=True)
+            if scale() == "full":
+                _record_run(p.stem, stats)
     elif args.cmd == "report":
-        from .report import build_report
+        from .report import FULL_RESULTS_DIR, build_full_report, build_report, update_readme
 
         print(f"report written to {build_report()}")
+        if any(FULL_RESULTS_DIR.glob("*.json")):
+            print(f"paper-scale report written to {build_full_report()}")
+            print("README results section " + ("rewritten" if update_readme() else "unchanged"))
     elif args.cmd == "repo":
         return repoint(args.slug)
     elif args.cmd == "colab-cell":
@@ -98,6 +103,21 @@ def main(argv=None) -> int:
 
         print(json.dumps(environment(), indent=2))
     return 0
+
+
+def _record_run(stem: str, stats: dict) -> None:
+    """Put the runner's measured wall time and peak memory into the notebook's paper-scale result."""
+    from . import FULL_RESULTS_DIR
+    from .io import atomic_write_json
+
+    path = FULL_RESULTS_DIR / f"{stem}.json"
+    if not path.exists():
+        print(f"  warning: {stem} saved no paper-scale result ({path} is missing)", flush=True)
+        return
+    data = json.loads(path.read_text())
+    data.setdefault("provenance", {}).update(wall_seconds=round(stats["wall_seconds"], 1),
+                                             peak_rss_mb=round(stats["peak_rss_mb"]), wall_measured_by="helpers.runner")
+    atomic_write_json(path, data)
 
 
 def repoint(slug) -> int:

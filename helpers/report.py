@@ -10,25 +10,36 @@ Every notebook ends with ``save_results("<notebook name>", {...}, summary=..., t
 
 ``build/report.md`` opens with the summary (one line per notebook), a banner when the run was in quick mode, and
 puts every table in an appendix.
+
+Paper scale: a ``SCALE=full`` run also copies each notebook's results to ``results/full/`` (committed), with its
+provenance (date, git commit, machine, wall time). ``python -m helpers report`` then writes ``results/full/REPORT.md``
+and the README's results section from those files. A quick run prints the paper-scale numbers beside its own.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
+import re
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
-from . import BUILD_DIR, RESULTS_DIR, device, scale
+from . import BUILD_DIR, FULL_RESULTS_DIR, PROJECT_ROOT, RESULTS_DIR, device, scale
 from .io import atomic_path, atomic_write_bytes, atomic_write_json
 
-__all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment", "check_summary"]
+__all__ = ["save_results", "load_results", "markdown_table", "build_report", "environment", "check_summary",
+           "provenance", "paper_scale_table", "build_full_report", "update_readme"]
 
-QUICK_BANNER = ("> **Quick mode: a smoke test on subsets, not the paper-scale result.** Run `SCALE=full make run` for the "
-                "paper-scale protocol (its results are to be committed in `results/full/`; not published yet).\n")
+QUICK_BANNER = ("> **Quick mode: a smoke test on subsets, not the paper-scale result.** The paper-scale results "
+                "(`SCALE=full make run`) are in [`results/full/REPORT.md`](../results/full/REPORT.md).\n")
+README_START, README_END = "<!-- full-results:start -->", "<!-- full-results:end -->"
+FULL_FIGURE_DPI = 80  # committed figures stay small (the whole results/full/ folder is a few MB)
 
 
 def environment() -> Dict[str, str]:
@@ -42,6 +53,43 @@ def environment() -> Dict[str, str]:
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     return {"python": platform.python_version(), **versions, "device": str(device()), "device_name": name,
             "torch_threads": str(torch.get_num_threads()), "scale": scale()}
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
+    return found.group(1).strip() if found else platform.machine()
+
+
+def provenance() -> Dict[str, Any]:
+    """When, from which commit and on which machine this process measured its results.
+
+    ``wall_seconds`` is the age of this process: for a notebook, the time since its kernel started (the runner
+    replaces it by the notebook's measured wall time when it executes the notebook).
+    """
+    import psutil
+
+    commit = _git("rev-parse", "HEAD")
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit or "unknown",
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        "machine": {"cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "platform": platform.platform(),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "wall_seconds": round(time.time() - psutil.Process().create_time(), 1),
+    }
 
 
 def _plain(obj: Any) -> Any:
@@ -112,7 +160,60 @@ def save_results(name: str, results: Mapping[str, Any], *, summary: Optional[Map
         payload["figures"][key] = str(png.relative_to(out_dir))
     path = out_dir / f"{name}.json"
     atomic_write_json(path, payload)
+    if results_dir is None and payload["environment"]["scale"] == "full":
+        _publish_full(name, payload, figures or {})
+    elif results_dir is None and payload["summary"] is not None:
+        table = paper_scale_table(name, payload["summary"])
+        if table:
+            print(table)
     return path
+
+
+def _publish_full(name: str, payload: Dict[str, Any], figures: Mapping[str, Any]) -> Path:
+    """Copy a full-scale result to ``results/full/`` with its provenance; figures at a small resolution."""
+    full = dict(payload, provenance=provenance(), figures={})
+    for key, fig in figures.items():
+        png = FULL_RESULTS_DIR / name / f"{key}.png"
+        with atomic_path(png, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=FULL_FIGURE_DPI, bbox_inches="tight")
+        full["figures"][key] = str(png.relative_to(FULL_RESULTS_DIR))
+    path = FULL_RESULTS_DIR / f"{name}.json"
+    atomic_write_json(path, full)
+    print(f"paper-scale result published to {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
+    return path
+
+
+def _with_ci(h: Optional[Mapping[str, Any]]) -> str:
+    if h is None:
+        return "—"
+    text = f"{_fmt(h['value'])}{h.get('unit', '')}"
+    return text + (f" [{_fmt(h['ci'][0])}, {_fmt(h['ci'][1])}]" if h.get("ci") else "")
+
+
+def paper_scale_table(name: str, summary: Mapping[str, Any], full_dir: Optional[Path] = None) -> str:
+    """Text that sets this run's headline numbers beside the committed paper-scale ones of notebook ``name``.
+
+    Returns ``""`` when ``results/full/<name>.json`` does not exist.
+    """
+    path = Path(full_dir or FULL_RESULTS_DIR) / f"{name}.json"
+    if not path.exists():
+        return ""
+    full = json.loads(path.read_text())
+    prov, fsum = full.get("provenance", {}), full.get("summary") or {}
+    fheads = {h["name"]: h for h in fsum.get("headline", [])}
+    names = [h["name"] for h in summary.get("headline", [])]
+    names += [n for n in fheads if n not in names]
+    ours = {h["name"]: h for h in summary.get("headline", [])}
+    rows = [{"headline number": n, "this run [95% CI]": _with_ci(ours.get(n)),
+             "paper scale [95% CI]": _with_ci(fheads.get(n))} for n in names]
+    import pandas as pd
+
+    when = str(prov.get("date", "?"))[:10]
+    head = (f"Paper scale (results/full/{name}.json: SCALE=full, {when}, commit {str(prov.get('commit', '?'))[:7]}, "
+            f"{_fmt((prov.get('wall_seconds') or float('nan')) / 60)} min on {prov.get('machine', {}).get('cpu_cores', '?')} "
+            "CPU cores) beside this run:")
+    verdict = f"Paper-scale verdict: {fsum.get('verdict', '(none saved)')}"
+    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), verdict])
 
 
 def load_results(results_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
@@ -152,29 +253,50 @@ def _headline(h: Mapping[str, Any]) -> str:
     return text
 
 
-def summary_table(all_results: List[Mapping[str, Any]]) -> str:
-    """The one-page summary: one row per notebook, its verdict and headline numbers with 95 % CIs."""
+def summary_table(all_results: List[Mapping[str, Any]], full: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
+    """The one-page summary: one row per notebook, its verdict and headline numbers with 95 % CIs.
+
+    ``full`` (notebook name -> its paper-scale results) adds a column with the paper-scale headline numbers.
+    """
     rows = []
     for res in all_results:
         s = res.get("summary") or {}
-        rows.append({"notebook": res["name"], "verdict": " ".join(s.get("verdict", "_(no summary saved)_").replace("|", "/").split()),
-                     "headline numbers [95 % CI]": "; ".join(_headline(h) for h in s.get("headline", []))})
+        row = {"notebook": res["name"], "verdict": _one_line(s.get("verdict", "_(no summary saved)_")),
+               "headline numbers [95 % CI]": "; ".join(_headline(h) for h in s.get("headline", []))}
+        if full is not None:
+            fs = (full.get(res["name"]) or {}).get("summary") or {}
+            row["paper scale (results/full)"] = "; ".join(_headline(h) for h in fs.get("headline", [])) or "—"
+        rows.append(row)
     return markdown_table(rows)
 
 
-def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None) -> Path:
-    """Write ``build/report.md``: the one-page summary, then every notebook's numbers and tables; return its path."""
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("|", "/").split())
+
+
+def _full_results(full_dir: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
+    return {r["name"]: r for r in load_results(Path(full_dir or FULL_RESULTS_DIR))}
+
+
+def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None,
+                 full_dir: Optional[Path] = None) -> Path:
+    """Write ``build/report.md``: the one-page summary, then every notebook's numbers and tables; return its path.
+
+    After a quick run, the summary also shows the committed paper-scale numbers of ``results/full/`` (if any).
+    """
     d = Path(results_dir) if results_dir is not None else RESULTS_DIR
     out = Path(out) if out is not None else BUILD_DIR / "report.md"
     all_results = load_results(d)
+    quick = any(r["environment"].get("scale") != "full" for r in all_results)
+    full = _full_results(full_dir) if quick else {}
     parts = ["# Results of the notebook collection\n"]
-    if any(r["environment"].get("scale") != "full" for r in all_results):
+    if quick:
         parts.append(QUICK_BANNER)
     parts.append("Every number was measured by the notebooks in `notebooks/` (executed copies in `build/notebooks/`).\n")
     if all_results:
         env = all_results[0]["environment"]
         parts.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n")
-    parts += ["## Summary\n", summary_table(all_results), "\n## Appendix: every number and table\n"]
+    parts += ["## Summary\n", summary_table(all_results, full or None), "\n## Appendix: every number and table\n"]
     for res in all_results:
         parts.append(f"\n### {res['name']}\n")
         parts.append(f"_run {res['created']}, scale {res['environment'].get('scale')}, "
@@ -189,3 +311,61 @@ def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None)
             parts.append(f"\n![{fkey}]({rel_to_build.as_posix()})\n")
     atomic_write_bytes(out, "\n".join(parts).encode())
     return out
+
+
+def _full_summary(full: Mapping[str, Mapping[str, Any]], link_prefix: str) -> List[str]:
+    """Markdown lines: where the paper-scale run came from, and one row per notebook (verdict, numbers, wall time)."""
+    provs = [r.get("provenance", {}) for r in full.values()]
+    commits = sorted({str(p.get("commit", "?"))[:7] for p in provs})
+    dates = sorted(str(p.get("date", "?"))[:10] for p in provs)
+    machine = provs[0].get("machine", {}) if provs else {}
+    wall = sum(float(p.get("wall_seconds") or 0) for p in provs)
+    dirty = any(p.get("uncommitted_changes") for p in provs)
+    lines = [f"Measured by `SCALE=full make run` on {machine.get('cpu_cores', '?')} CPU cores ({machine.get('cpu', '?')}"
+             f"{', GPU ' + machine['gpu'] if machine.get('gpu') else ', no GPU'}), {dates[0]}"
+             f"{' to ' + dates[-1] if dates and dates[-1] != dates[0] else ''}, from commit{'s' if len(commits) > 1 else ''} "
+             f"{', '.join(commits)}{' (with uncommitted changes)' if dirty else ''}; the notebooks took "
+             f"**{wall / 60:.1f} min** in all. Each row's numbers are the notebook's headline numbers with their 95 % CIs.\n"]
+    rows = [{"notebook": f"[{name}]({link_prefix}notebooks/{name}.ipynb)",
+             "verdict (computed by the notebook)": _one_line((r.get("summary") or {}).get("verdict", "—")),
+             "headline numbers [95 % CI]": "; ".join(_headline(h) for h in (r.get("summary") or {}).get("headline", [])),
+             "wall (min)": round(float(r.get("provenance", {}).get("wall_seconds") or float("nan")) / 60, 1)}
+            for name, r in sorted(full.items())]
+    return lines + [markdown_table(rows)]
+
+
+def build_full_report(full_dir: Optional[Path] = None) -> Path:
+    """Write ``results/full/REPORT.md``, the one-page report of the committed paper-scale run; return its path."""
+    d = Path(full_dir or FULL_RESULTS_DIR)
+    full = _full_results(d)
+    if not full:
+        raise FileNotFoundError(f"no paper-scale results in {d}: run `SCALE=full make run` first")
+    parts = ["# Paper-scale results (`SCALE=full`)\n",
+             "Generated by `python -m helpers report` from the JSON files beside this page; do not edit by hand.\n",
+             *_full_summary(full, "../../"), "\n## Figures\n"]
+    for name, r in sorted(full.items()):
+        figs = r.get("figures", {})
+        if figs:
+            parts.append(f"- **{name}**: " + ", ".join(f"[{k}]({v})" for k, v in figs.items()))
+    parts.append("\nEvery other number and table of each notebook is in its JSON file (`results`, `tables`).\n")
+    out = d / "REPORT.md"
+    atomic_write_bytes(out, "\n".join(parts).encode())
+    return out
+
+
+def update_readme(readme: Optional[Path] = None, full_dir: Optional[Path] = None) -> bool:
+    """Rewrite the README's results section (between its two markers) from ``results/full/``; True if it changed."""
+    readme = Path(readme or PROJECT_ROOT / "README.md")
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} markers for the results section")
+    full = _full_results(full_dir)
+    if not full:
+        return False
+    rel = Path(full_dir or FULL_RESULTS_DIR).resolve().relative_to(readme.parent.resolve()).as_posix()
+    body = "\n".join(["", *_full_summary(full, ""), f"The one-page report with the figures: [`{rel}/REPORT.md`]({rel}/REPORT.md).", ""])
+    head, rest = text.split(README_START, 1)
+    new = head + README_START + body + README_END + rest.split(README_END, 1)[1]
+    if new != text:
+        atomic_write_bytes(readme, new.encode())
+    return new != text

@@ -87,3 +87,51 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     io.atomic_write_bytes(dest, b"ok")
     assert dest.read_bytes() == b"ok" and io.sha256_file(dest) == io.sha256_bytes(b"ok")
+
+
+def _summary(value, lo, hi, verdict="ABC trails softmax"):
+    return {"verdict": verdict, "headline": [{"name": "AUROC of ABC", "value": value, "ci": [lo, hi]}]}
+
+
+def test_full_run_is_published_with_provenance_and_quick_run_shows_it_beside_its_own(tmp_path, monkeypatch, capsys):
+    full_dir, build = tmp_path / "results" / "full", tmp_path / "build"
+    monkeypatch.setattr(report, "FULL_RESULTS_DIR", full_dir)
+    monkeypatch.setattr(report, "RESULTS_DIR", build)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    monkeypatch.setenv("SCALE", "full")
+    report.save_results("01_demo", {"x": 1}, summary=_summary(0.812, 0.78, 0.84), figures={"curve": fig})
+    published = json.loads((full_dir / "01_demo.json").read_text())
+    prov = published["provenance"]
+    assert set(prov) >= {"date", "commit", "machine", "wall_seconds"} and prov["machine"]["cpu_cores"] >= 1
+    assert prov["wall_seconds"] > 0 and (full_dir / published["figures"]["curve"]).stat().st_size > 500
+    assert "published" in capsys.readouterr().out
+
+    monkeypatch.setenv("SCALE", "quick")
+    report.save_results("01_demo", {"x": 1}, summary=_summary(0.7, 0.6, 0.8))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("AUROC of ABC"))
+    assert "0.7 [0.6, 0.8]" in row and "0.812 [0.78, 0.84]" in row and row.index("0.7 [") < row.index("0.812")
+    assert "Paper-scale verdict: ABC trails softmax" in out
+    # the quick report gains a paper-scale column; the paper-scale report and the README section come from results/full
+    md = report.build_report(build, tmp_path / "report.md", full_dir=full_dir).read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| 01_demo"))
+    assert "AUROC of ABC 0.7 [0.6, 0.8]" in line and line.endswith("AUROC of ABC 0.812 [0.78, 0.84] |")
+    full_md = report.build_full_report(full_dir).read_text()
+    assert "ABC trails softmax" in full_md and "AUROC of ABC 0.812 [0.78, 0.84]" in full_md and "curve" in full_md
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\nrest\n")
+    assert report.update_readme(readme, full_dir)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert "AUROC of ABC 0.812 [0.78, 0.84]" in text and "(results/full/REPORT.md)" in text
+    assert not report.update_readme(readme, full_dir)  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        report.update_readme(readme, full_dir)
+
+
+def test_no_paper_scale_results_means_no_table(tmp_path):
+    assert report.paper_scale_table("01_demo", _summary(0.7, 0.6, 0.8), full_dir=tmp_path) == ""
+    with pytest.raises(FileNotFoundError, match="SCALE=full make run"):
+        report.build_full_report(tmp_path)
