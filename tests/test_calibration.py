@@ -242,3 +242,16 @@ def test_combined_confidence_reads_positive_unbounded_scores_on_the_log_scale():
     comb = C.CombinedConfidence().fit({"ts": [0.5, 1.0, 3.0, np.e, 9.0, 2.0]}, [0, 0, 1, 1, 1, 0])
     assert comb.transforms_ == ["log"]
     np.testing.assert_allclose(C._transform(np.array([1.0, np.e]), "log"), [0.0, 1.0])
+
+
+def test_platt_ovr_is_uniform_where_every_sigmoid_underflows():
+    """Logits so negative that every one-vs-rest sigmoid is 0 in float32: the row falls back to 1/C (not NaN, not
+    another constant), and the other rows keep summing to 1."""
+    z, y = _synthetic_logits(n_classes=3, temperature=2.0, seed=4)
+    ovr = C.PlattScaling("ovr").fit(z, y)
+    assert all(a > 0 for a, _ in ovr.params_)
+    extreme = torch.cat([torch.full((2, 3), -1e4), z[:5]])
+    p = ovr.predict_proba(extreme)
+    torch.testing.assert_close(p[:2], torch.full((2, 3), 1 / 3))
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(7), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ovr.predict_proba(extreme.numpy())[:2], 1 / 3, rtol=1e-6)

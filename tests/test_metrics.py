@@ -358,3 +358,28 @@ def test_weighted_selective_bound_uses_the_lower_clopper_pearson_count():
     # no right prediction kept: the lower count is 0, so the bound is that of the errors alone
     conf0 = np.r_[np.full(40, 0.1), np.full(2, 0.9)]
     assert M._bound_at(conf0, corr, w, 0.5, delta) == pytest.approx(M.binomial_upper_bound(2, 2, delta / 2))
+
+
+@pytest.mark.parametrize("n_levels", [7, 8, 15])
+def test_selective_guarantee_finds_the_lowest_passing_threshold_of_a_brute_force_scan(n_levels):
+    """Where the bound rises as the threshold falls (each lower level adds more errors), the binary search must land on
+    the lowest level whose bound (at ``delta / k``, k = ceil(log2(L + 1))) is <= risk, as a scan of every level finds;
+    L + 1 a power of two leaves the search no spare step."""
+    conf = np.repeat(np.arange(n_levels, dtype=float), [40] * (n_levels - 1) + [400])
+    correct = np.ones(conf.size, bool)
+    for z in range(n_levels - 1):  # level z holds n_levels - 1 - z errors
+        correct[np.flatnonzero(conf == z)[: n_levels - 1 - z]] = False
+    delta = 0.05
+    k = int(np.ceil(np.log2(n_levels + 1)))
+    bounds = [M.binomial_upper_bound(int((~correct[conf >= t]).sum()), int((conf >= t).sum()), delta / k)
+              for t in range(n_levels)]
+    assert all(np.diff(bounds) < 0)  # the premise of the binary search
+    for risk in np.r_[np.asarray(bounds) + 1e-9, bounds[-1] - 1e-9]:
+        g = M.selective_guarantee(conf, correct, risk=float(risk), delta=delta)
+        passing = [t for t in range(n_levels) if bounds[t] <= risk]
+        if not passing:
+            assert g.threshold == np.inf and g.coverage == 0.0
+            continue
+        best = min(passing)
+        assert (g.threshold, g.bound) == (best, pytest.approx(bounds[best], rel=1e-12))
+        assert g.coverage == pytest.approx((conf >= best).mean())
