@@ -1,11 +1,11 @@
 """Graded checks for the classroom exercises: ``check_<exercise>(student_function)``.
 
-A master notebook's exercise cell (tagged ``solution``; a stub in the student copy) is followed by a cell calling
-one of these on the student's function. A check runs every case, whose answers are computed here *independently*
-(closed forms of a linear or quadratic model, hand cases, loops), prints ``✓`` or ``✗ <case>: expected ..., got ...``
-per case, and returns ``True`` or raises ``AssertionError`` listing the failures. A stub gets a message saying what
-to do. A solution that calls the library's own answer (:data:`SHORTCUTS`, by any import route) scores no points:
-:func:`evaluate` returns the per-case outcome that ``python -m helpers.student grade`` tabulates.
+An exercise is data: a list of cases, each building its inputs and computing the expected answer *independently*
+(closed forms of a linear or quadratic model, hand cases, loops). One runner (:func:`evaluate`) calls the student's
+function on every case and compares; ``check_<exercise>`` prints ``✓`` or ``✗ <case>: expected ..., got ...`` per case
+and returns ``True`` or raises ``AssertionError`` listing the failures; ``python -m helpers.student grade`` tabulates
+the same :class:`Result`. A stub gets a message saying what to do; a solution that calls the library's own answer
+(:data:`SHORTCUTS`, by any import route) scores no points.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,11 +24,6 @@ from torch import nn
 EXERCISES = {n: f"check_{n}" for n in ("integrated_gradients", "abc_weights", "infidelity_estimate", "beta_rescale",
                                        "fit_temperature", "aurc")}
 __all__ = ["EXERCISES", "SHORTCUTS", "Result", "evaluate", *EXERCISES.values()]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the runner: every case runs; calls of the library's own answer are caught; one line of feedback per case
-# ----------------------------------------------------------------------------------------------------------------
 
 #: exercise -> the library functions ("module:qualified name") a solution must not call: using one scores 0
 SHORTCUTS = {
@@ -45,10 +40,13 @@ SHORTCUTS = {
 
 
 class _Case(NamedTuple):
-    """A named case: ``run(fn)`` returns ``None`` when ``fn`` passes, else a sentence saying what went wrong."""
+    """A named case: ``inputs()`` builds the arguments; ``judge(got, *inputs)`` (with ``fn=`` the student's function
+    when ``with_fn``) returns ``None`` or what is wrong."""
 
     name: str
-    run: Callable[[Callable], Optional[str]]
+    inputs: Callable[[], tuple]
+    judge: Callable[..., Optional[str]]
+    with_fn: bool = False
 
 
 @dataclass
@@ -56,7 +54,7 @@ class Result:
     """The outcome of one exercise: ``(case, problem or None)`` per case, a shortcut used, a stub's message."""
 
     exercise: str
-    cases: List[Tuple[str, Optional[str]]]
+    cases: List[Tuple[str, Optional[str]]] = field(default_factory=list)
     shortcut: Optional[str] = None
     not_implemented: Optional[str] = None
 
@@ -88,8 +86,8 @@ def _library_codes(exercise: str) -> Dict[object, str]:
 
 
 def evaluate(exercise: str, fn: Callable, *, allow_library: bool = False) -> Result:
-    """Run every case of ``exercise`` on ``fn``; a call of a :data:`SHORTCUTS` function (unless ``allow_library``)
-    is recorded, by whatever name or import route it was reached."""
+    """Run every case of ``exercise`` on ``fn`` (on clones of the inputs); a call of a :data:`SHORTCUTS` function
+    (unless ``allow_library``) is recorded, by whatever name or import route it was reached."""
     if not callable(fn):
         raise TypeError(f"check_{exercise} expects your function itself (e.g. check_{exercise}(my_function)), got "
                         f"{type(fn).__name__}")
@@ -99,12 +97,16 @@ def evaluate(exercise: str, fn: Callable, *, allow_library: bool = False) -> Res
         if event == "call" and frame.f_code in codes:
             used.append(codes[frame.f_code])
 
-    result = Result(exercise, [])
+    result = Result(exercise)
     for case in _CASES[exercise]():
+        args = case.inputs()
         old = sys.getprofile()
         sys.setprofile(spy if codes else old)
         try:
-            problem = case.run(fn)
+            got = fn(*[a.clone() if isinstance(a, torch.Tensor) else a.copy() if isinstance(a, np.ndarray) else a
+                       for a in args])
+            sys.setprofile(old)
+            problem = case.judge(got, *args, fn=fn) if case.with_fn else case.judge(got, *args)
         except NotImplementedError as err:
             name, task = getattr(fn, "__name__", "your function"), f" ({err})" if str(err) else ""
             result.not_implemented = (
@@ -142,6 +144,8 @@ def _check(exercise: str, fn: Callable) -> bool:
     return True
 
 
+# ---- comparing the student's answer -----------------------------------------------------------------------------
+
 def _to_tensor(got, what: str = "result") -> torch.Tensor:
     """The student's result as a float64 CPU tensor (accepts tensors, numpy arrays, numbers)."""
     if isinstance(got, torch.Tensor):
@@ -172,6 +176,12 @@ def _compare(got, expected: torch.Tensor, *, atol: float, rtol: float = 0.0, wha
             f"(max |error| {float(err.max()):.3g}, tolerance {atol:.0e}{f' + {rtol:.0e}·|expected|' if rtol else ''})")
 
 
+def _tensor(expected: Callable[..., torch.Tensor], what: str, atol: float = 1e-5, rtol: float = 0.0,
+            hint: str = "") -> Callable[..., Optional[str]]:
+    """A judge comparing the answer with ``expected(*inputs)``."""
+    return lambda got, *args: _compare(got, expected(*args), atol=atol, rtol=rtol, what=what, shape_hint=hint)
+
+
 def _as_float(got, what: str = "result") -> float:
     """The student's result as one float; TypeError naming what came back otherwise."""
     size = got.numel() if isinstance(got, torch.Tensor) else np.size(got) if isinstance(got, np.ndarray) else 1
@@ -181,9 +191,7 @@ def _as_float(got, what: str = "result") -> float:
     return float(got.detach().cpu()) if isinstance(got, torch.Tensor) else float(got)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# small models with answers in closed form (built under torch.random.fork_rng: the notebook's stream is untouched)
-# ----------------------------------------------------------------------------------------------------------------
+# ---- small models with answers in closed form (the notebook's random stream is untouched) -------------------------
 
 class _Linear(nn.Module):
     """Logits ``W vec(x) + b``: gradient ``W_t``, IG ``W_t ⊙ (x - x0)``."""
@@ -229,9 +237,34 @@ def _images(n: int, side: int, seed: int) -> torch.Tensor:
     return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(seed))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# 01: integrated gradients
-# ----------------------------------------------------------------------------------------------------------------
+def _t(*rows) -> torch.Tensor:
+    return torch.tensor(rows)
+
+
+# ---- 01: integrated gradients -------------------------------------------------------------------------------------
+
+def _ig_quadratic(model, x, b, target, n_steps) -> Callable[..., Optional[str]]:
+    """IG of the quadratic model, ``(x - x') ⊙ (A_t (x + x')/2 + w_t)``, judged within a left/right Riemann sum's
+    error ``(x - x')_i (A (x - x'))_i / (2 n_steps)`` (midpoint and trapezoid rules are exact)."""
+    v, v0 = x.flatten(1).double(), b.flatten(1).double()
+    a, w = model.A.double()[target], model.w.double()[target]
+    expected = ((v - v0) * (torch.einsum("nde,ne->nd", a, (v + v0) / 2) + w)).reshape_as(x)
+    curvature = ((v - v0) * torch.einsum("nde,ne->nd", a, v - v0)).abs().max()
+    return _tensor(lambda *_: expected, "IG", atol=float(curvature) / n_steps + 1e-4, hint="like x")
+
+
+def _ig_completeness(got, model, x, b, target, n_steps) -> Optional[str]:
+    try:
+        g = _to_tensor(got, "IG")
+    except TypeError as err:
+        return str(err)
+    if tuple(g.shape) != tuple(x.shape):
+        return f"expected IG of shape {tuple(x.shape)} (like x), got shape {tuple(g.shape)}"
+    with torch.no_grad():
+        gap = (model(x) - model(b)).gather(1, target[:, None])[:, 0].double()
+    return _compare(g.flatten(1).sum(1), gap, atol=2e-3, rtol=0.03,
+                    what="sum of IG over pixels (should equal f_t(x) - f_t(baseline))")
+
 
 def _cases_integrated_gradients() -> List[_Case]:
     r"""Check ``integrated_gradients(model, x, baseline, target, n_steps) -> Tensor like x``.
@@ -241,60 +274,22 @@ def _cases_integrated_gradients() -> List[_Case]:
     model (IG = ``(x - x') ⊙ (A_t (x + x')/2 + w_t)``, any Riemann rule within ``O(1/n_steps)``); completeness
     (``Σ IG = f_t(x) - f_t(x')``) on a small softplus network.
     """
-    def linear_case(zero_baseline: bool) -> Callable[[Callable], Optional[str]]:
-        def run(f: Callable) -> Optional[str]:
-            model = _linear_model(9, 3, seed=1)
-            x = _images(2, 3, seed=2)
-            b = torch.zeros_like(x) if zero_baseline else _images(2, 3, seed=3)
-            target = torch.tensor([0, 2])
-            got = f(model, x.clone(), b.clone(), target, 16)
-            w = model.weight.detach()[target].reshape_as(x)
-            return _compare(got, w * (x - b), atol=1e-4, rtol=1e-3, what="IG", shape_hint="like x")
-        return run
-
-    def quadratic(f: Callable) -> Optional[str]:
-        d, n_steps = 4, 64
-        model = _quadratic_model(d, 2, seed=4)
-        x = _images(3, 2, seed=5)
-        b = 0.2 * _images(3, 2, seed=6)
-        target = torch.tensor([1, 0, 1])
-        got = f(model, x.clone(), b.clone(), target, n_steps)
-        v, v0 = x.flatten(1).double(), b.flatten(1).double()
-        a, w = model.A.double()[target], model.w.double()[target]
-        mean_grad = torch.einsum("nde,ne->nd", a, (v + v0) / 2) + w
-        expected = ((v - v0) * mean_grad).reshape_as(x)
-        # a left/right Riemann sum errs by (x - x')_i (A (x - x'))_i / (2 n_steps); midpoint/trapezoid are exact
-        curvature = ((v - v0) * torch.einsum("nde,ne->nd", a, v - v0)).abs().max()
-        return _compare(got, expected, atol=float(curvature) / n_steps + 1e-4, what="IG", shape_hint="like x")
-
-    def completeness(f: Callable) -> Optional[str]:
-        model = _softplus_net(16, 4, seed=7)
-        x = _images(4, 4, seed=8)
-        b = torch.zeros_like(x)
-        target = torch.tensor([0, 1, 2, 3])
-        got = f(model, x.clone(), b.clone(), target, 128)
-        try:
-            g = _to_tensor(got, "IG")
-        except TypeError as err:
-            return str(err)
-        if tuple(g.shape) != tuple(x.shape):
-            return f"expected IG of shape {tuple(x.shape)} (like x), got shape {tuple(g.shape)}"
-        with torch.no_grad():
-            gap = (model(x) - model(b)).gather(1, target[:, None])[:, 0].double()
-        return _compare(g.flatten(1).sum(1), gap, atol=2e-3, rtol=0.03,
-                        what="sum of IG over pixels (should equal f_t(x) - f_t(baseline))")
-
+    linear = _tensor(lambda m, x, b, t, n: m.weight.detach()[t].reshape_as(x) * (x - b), "IG", 1e-4, 1e-3, "like x")
     return [
-        _Case("linear model, zero baseline: IG = W_t * x", linear_case(True)),
-        _Case("linear model, non-zero baseline: IG = W_t * (x - baseline), per-row targets", linear_case(False)),
-        _Case("quadratic model: IG = (x - x') * (A_t (x + x')/2 + w_t)", quadratic),
-        _Case("completeness on a small softplus network: sum(IG) = f_t(x) - f_t(x')", completeness),
+        _Case("linear model, zero baseline: IG = W_t * x",
+              lambda: (_linear_model(9, 3, 1), _images(2, 3, 2), torch.zeros(2, 1, 3, 3), _t(0, 2), 16), linear),
+        _Case("linear model, non-zero baseline: IG = W_t * (x - baseline), per-row targets",
+              lambda: (_linear_model(9, 3, 1), _images(2, 3, 2), _images(2, 3, 3), _t(0, 2), 16), linear),
+        _Case("quadratic model: IG = (x - x') * (A_t (x + x')/2 + w_t)",
+              lambda: (_quadratic_model(4, 2, 4), _images(3, 2, 5), 0.2 * _images(3, 2, 6), _t(1, 0, 1), 64),
+              lambda got, *args: _ig_quadratic(*args)(got)),
+        _Case("completeness on a small softplus network: sum(IG) = f_t(x) - f_t(x')",
+              lambda: (_softplus_net(16, 4, 7), _images(4, 4, 8), torch.zeros(4, 1, 4, 4), _t(0, 1, 2, 3), 128),
+              _ig_completeness),
     ]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# 01: ABC sampling weights
-# ----------------------------------------------------------------------------------------------------------------
+# ---- 01: ABC sampling weights -------------------------------------------------------------------------------------
 
 def _expected_abc_weights(attr: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """|A_i / (x_i - b_i)| normalised per row, 0 where x_i == b_i (computed with numpy, feature by feature)."""
@@ -308,6 +303,18 @@ def _expected_abc_weights(attr: torch.Tensor, x: torch.Tensor, b: torch.Tensor) 
     return torch.from_numpy(out)
 
 
+def _sparse_batch() -> tuple:
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(3, 1, 6, 6, generator=g)
+    x[x < 0.6] = 0.0  # like MNIST: mostly background equal to the zero baseline
+    return torch.randn(3, 1, 6, 6, generator=g), x, torch.zeros_like(x)
+
+
+def _weights_sum_to_one(got, a, x, b) -> Optional[str]:
+    return (_compare(got, _expected_abc_weights(a, x, b), atol=1e-5, what="weights", shape_hint="N x d with d = 36")
+            or _compare(_to_tensor(got).sum(1), torch.ones(3, dtype=torch.float64), atol=1e-5, what="row sums"))
+
+
 def _cases_abc_weights() -> List[_Case]:
     r"""Check ``abc_weights(attributions, x, baseline) -> Tensor N x d``.
 
@@ -315,59 +322,32 @@ def _cases_abc_weights() -> List[_Case]:
     :math:`p_i = |A_i / (x_i - x'_i)| / \sum_j |A_j / (x_j - x'_j)|` and :math:`p_i = 0` where :math:`x_i = x'_i`
     (nothing to mutate there; no division by zero). Rows are flattened images (``d = C·H·W``) and sum to 1.
     """
-    def hand_zero(f: Callable) -> Optional[str]:
-        x = torch.tensor([[[[1.0, 0.5], [0.0, 0.25]]]])
-        a = torch.tensor([[[[0.5, -0.5], [0.0, 0.1]]]])
-        b = torch.zeros_like(x)
-        got = f(a, x, b)
-        # |0.5/1|, |-0.5/0.5|, 0 (x == baseline), |0.1/0.25| = 0.5, 1, 0, 0.4 -> / 1.9
-        expected = torch.tensor([[0.5, 1.0, 0.0, 0.4]]) / 1.9
-        return _compare(got, expected, atol=1e-5, what="weights", shape_hint="N x d, one flattened row per image")
-
-    def hand_baseline(f: Callable) -> Optional[str]:
-        x = torch.tensor([[[[1.0, 0.5], [0.0, 0.75]]]])
-        b = torch.full_like(x, 0.5)
-        a = torch.tensor([[[[0.25, 0.3], [-0.25, 0.5]]]])
-        got = f(a, x, b)
-        # x - b = 0.5, 0 (excluded), -0.5, 0.25 -> |A/(x-b)| = 0.5, 0, 0.5, 2 -> / 3
-        expected = torch.tensor([[0.5, 0.0, 0.5, 2.0]]) / 3.0
-        return _compare(got, expected, atol=1e-5, what="weights")
-
-    def batch_sparse(f: Callable) -> Optional[str]:
-        g = torch.Generator().manual_seed(11)
-        x = torch.rand(3, 1, 6, 6, generator=g)
-        x[x < 0.6] = 0.0  # like MNIST: mostly background equal to the zero baseline
-        a = torch.randn(3, 1, 6, 6, generator=g)
-        b = torch.zeros_like(x)
-        got = f(a, x, b)
-        problem = _compare(got, _expected_abc_weights(a, x, b), atol=1e-5, what="weights",
-                           shape_hint="N x d with d = 36")
-        if problem:
-            return problem
-        sums = _to_tensor(got).sum(1)
-        return _compare(sums, torch.ones(3, dtype=torch.float64), atol=1e-5, what="row sums")
-
-    def sign_and_scale(f: Callable) -> Optional[str]:
-        g = torch.Generator().manual_seed(12)
-        x = torch.rand(2, 1, 3, 3, generator=g) + 0.1
-        b = torch.zeros_like(x)
-        a = torch.randn(2, 1, 3, 3, generator=g)
-        base = _to_tensor(f(a, x, b))
-        flipped = f(-3.0 * a, x, b)
-        return _compare(flipped, base, atol=1e-5, what="weights for attributions * (-3)",
-                        shape_hint="weights must not depend on the sign or scale of the attributions")
-
+    x0 = _t([[[1.0, 0.5], [0.0, 0.25]]])
+    x1 = _t([[[1.0, 0.5], [0.0, 0.75]]])
+    g = torch.Generator().manual_seed(12)
+    x2 = torch.rand(2, 1, 3, 3, generator=g) + 0.1
+    a2 = torch.randn(2, 1, 3, 3, generator=g)
     return [
-        _Case("hand case, zero baseline: weights 0.5, 1, 0, 0.4 normalised", hand_zero),
-        _Case("hand case, baseline 0.5: feature equal to the baseline gets weight 0", hand_baseline),
-        _Case("batch of 3 sparse images: N x d, rows sum to 1, no NaN where x == baseline", batch_sparse),
-        _Case("invariant to the sign and scale of the attributions", sign_and_scale),
+        # |0.5/1|, |-0.5/0.5|, 0 (x == baseline), |0.1/0.25| = 0.5, 1, 0, 0.4 -> / 1.9
+        _Case("hand case, zero baseline: weights 0.5, 1, 0, 0.4 normalised",
+              lambda: (_t([[[0.5, -0.5], [0.0, 0.1]]]), x0, torch.zeros_like(x0)),
+              _tensor(lambda *_: _t([0.5, 1.0, 0.0, 0.4]) / 1.9, "weights",
+                      hint="N x d, one flattened row per image")),
+        # x - b = 0.5, 0 (excluded), -0.5, 0.25 -> |A/(x-b)| = 0.5, 0, 0.5, 2 -> / 3
+        _Case("hand case, baseline 0.5: feature equal to the baseline gets weight 0",
+              lambda: (_t([[[0.25, 0.3], [-0.25, 0.5]]]), x1, torch.full_like(x1, 0.5)),
+              _tensor(lambda *_: _t([0.5, 0.0, 0.5, 2.0]) / 3.0, "weights")),
+        _Case("batch of 3 sparse images: N x d, rows sum to 1, no NaN where x == baseline", _sparse_batch,
+              _weights_sum_to_one),
+        _Case("invariant to the sign and scale of the attributions", lambda: (a2, x2, torch.zeros_like(x2)),
+              lambda got, a, x, b, fn: _compare(fn(-3.0 * a, x, b), _to_tensor(got), atol=1e-5,
+                                                what="weights for attributions * (-3)",
+                                                shape_hint="weights must not depend on the sign or scale of the "
+                                                           "attributions"), with_fn=True),
     ]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# 04: infidelity (local units) and the beta rescaling
-# ----------------------------------------------------------------------------------------------------------------
+# ---- 04: infidelity (local units) and the beta rescaling ----------------------------------------------------------
 
 def _infidelity_by_loop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, pert: torch.Tensor,
                         target: torch.Tensor) -> torch.Tensor:
@@ -384,6 +364,14 @@ def _infidelity_by_loop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, p
     return out / pert.shape[1]
 
 
+def _linear_case(seed: int, n: int, s: int, scale: float, target: torch.Tensor, delta: bool) -> tuple:
+    """A linear model, images, the explanation ``W_t (+ δ)`` and ``scale``-sized Gaussian perturbations."""
+    model, x = _linear_model(16, 3, seed), _images(n, 4, seed + 1)
+    g = torch.Generator().manual_seed(seed + 2)
+    attr = model.weight.detach()[target].reshape_as(x) + (torch.randn(n, 1, 4, 4, generator=g) if delta else 0.0)
+    return model, x, attr, scale * torch.randn(n, s, 1, 4, 4, generator=g), target
+
+
 def _cases_infidelity_estimate() -> List[_Case]:
     r"""Check ``infidelity_estimate(model, x, attributions, perturbations, target) -> Tensor N``.
 
@@ -392,56 +380,36 @@ def _cases_infidelity_estimate() -> List[_Case]:
     Cases: a hand case; a linear model whose gradient has infidelity exactly 0; a linear model with a wrong
     explanation (``mean_s (I_s · δ)^2``); a quadratic model against a loop over samples.
     """
-    def hand(f: Callable) -> Optional[str]:
-        model = _Linear(torch.tensor([[2.0, 3.0], [1.0, -1.0]]), torch.zeros(2)).eval()
-        x = torch.tensor([[[[1.0, 1.0]]]])
-        attr = torch.tensor([[[[1.0, 1.0]]]])
-        pert = torch.tensor([[[[[1.0, 1.0]]]]])  # N=1, S=1
-        got = f(model, x, attr, pert, torch.tensor([0]))
-        # I·Φ = 2, f(x) - f(x - I) = 2 + 3 = 5 -> (2 - 5)^2 = 9
-        return _compare(got, torch.tensor([9.0]), atol=1e-4, what="infidelity", shape_hint="one value per image")
+    def wrong(model, x, attr, pert, target):
+        delta = attr.double() - model.weight.detach().double()[target].reshape_as(x)
+        return ((pert.double() * delta[:, None]).flatten(2).sum(2) ** 2).mean(1)
 
-    def gradient_is_perfect(f: Callable) -> Optional[str]:
-        model = _linear_model(16, 3, seed=21)
-        x = _images(2, 4, seed=22)
-        target = torch.tensor([2, 0])
-        attr = model.weight.detach()[target].reshape_as(x)
-        g = torch.Generator().manual_seed(23)
-        pert = 0.1 * torch.randn(2, 8, 1, 4, 4, generator=g)
-        got = f(model, x, attr, pert, target)
-        return _compare(got, torch.zeros(2, dtype=torch.float64), atol=1e-4, what="infidelity",
-                        shape_hint="one value per image, the mean over the S samples")
-
-    def wrong_explanation(f: Callable) -> Optional[str]:
-        model = _linear_model(16, 3, seed=24)
-        x = _images(3, 4, seed=25)
-        target = torch.tensor([1, 1, 0])
-        g = torch.Generator().manual_seed(26)
-        delta = torch.randn(3, 1, 4, 4, generator=g)
-        attr = model.weight.detach()[target].reshape_as(x) + delta
-        pert = 0.5 * torch.randn(3, 10, 1, 4, 4, generator=g)
-        got = f(model, x, attr, pert, target)
-        expected = ((pert.double() * delta.double()[:, None]).flatten(2).sum(2) ** 2).mean(1)
-        return _compare(got, expected, atol=1e-4, rtol=1e-3, what="infidelity",
-                        shape_hint="one value per image, the mean over the S samples")
-
-    def quadratic(f: Callable) -> Optional[str]:
-        model = _quadratic_model(9, 2, seed=27)
-        x = _images(2, 3, seed=28)
-        target = torch.tensor([0, 1])
+    def quadratic():
         g = torch.Generator().manual_seed(29)
         attr = torch.randn(2, 1, 3, 3, generator=g)
-        pert = 0.3 * torch.randn(2, 6, 1, 3, 3, generator=g)
-        got = f(model, x, attr, pert, target)
-        return _compare(got, _infidelity_by_loop(model, x, attr, pert, target), atol=1e-4, rtol=1e-3,
-                        what="infidelity")
+        return _quadratic_model(9, 2, 27), _images(2, 3, 28), attr, 0.3 * torch.randn(2, 6, 1, 3, 3, generator=g), \
+            _t(0, 1)
 
+    per_image = "one value per image, the mean over the S samples"
     return [
-        _Case("hand case: I·Φ = 2, f(x) - f(x - I) = 5, infidelity (2 - 5)^2 = 9", hand),
-        _Case("linear model: the gradient W_t has infidelity 0", gradient_is_perfect),
-        _Case("linear model, explanation W_t + δ: infidelity = mean_s (I_s·δ)^2", wrong_explanation),
-        _Case("quadratic model, per-row targets: against a loop over samples", quadratic),
+        # I·Φ = 2, f(x) - f(x - I) = 2 + 3 = 5 -> (2 - 5)^2 = 9
+        _Case("hand case: I·Φ = 2, f(x) - f(x - I) = 5, infidelity (2 - 5)^2 = 9",
+              lambda: (_Linear(_t([2.0, 3.0], [1.0, -1.0]), torch.zeros(2)).eval(), _t([[[1.0, 1.0]]]),
+                       _t([[[1.0, 1.0]]]), _t([[[[1.0, 1.0]]]]), _t(0)),
+              _tensor(lambda *_: _t(9.0), "infidelity", 1e-4, hint="one value per image")),
+        _Case("linear model: the gradient W_t has infidelity 0", lambda: _linear_case(21, 2, 8, 0.1, _t(2, 0), False),
+              _tensor(lambda *a: torch.zeros(2, dtype=torch.float64), "infidelity", 1e-4, hint=per_image)),
+        _Case("linear model, explanation W_t + δ: infidelity = mean_s (I_s·δ)^2",
+              lambda: _linear_case(24, 3, 10, 0.5, _t(1, 1, 0), True),
+              _tensor(wrong, "infidelity", 1e-4, 1e-3, hint=per_image)),
+        _Case("quadratic model, per-row targets: against a loop over samples", quadratic,
+              _tensor(_infidelity_by_loop, "infidelity", 1e-4, 1e-3)),
     ]
+
+
+def _beta_lstsq(dot: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    d, y = dot.double().numpy(), diff.double().numpy()
+    return torch.tensor([np.linalg.lstsq(d[n][:, None], y[n], rcond=None)[0][0] for n in range(d.shape[0])])
 
 
 def _cases_beta_rescale() -> List[_Case]:
@@ -451,44 +419,29 @@ def _cases_beta_rescale() -> List[_Case]:
     :math:`\beta^* = \mathrm{mean}_s(\text{dot}\cdot\text{diff}) / \mathrm{mean}_s(\text{dot}^2)`, one per row of
     the ``N x S`` inputs. Checked by hand cases and against a least-squares fit per row.
     """
-    def hand_two(f: Callable) -> Optional[str]:
-        got = f(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 4.0]]))
-        return _compare(got, torch.tensor([2.0]), atol=1e-5, what="beta", shape_hint="one beta per row")
+    def hand(name: str, dot, diff, beta) -> _Case:
+        return _Case(name, lambda: (_t(*dot), _t(*diff)), _tensor(lambda *_: _t(*beta), "beta", hint="one beta per row"))
 
-    def hand_zero(f: Callable) -> Optional[str]:
-        got = f(torch.tensor([[1.0, -1.0]]), torch.tensor([[1.0, 1.0]]))
-        return _compare(got, torch.tensor([0.0]), atol=1e-5, what="beta")
-
-    def least_squares(f: Callable) -> Optional[str]:
+    def batch():
         g = torch.Generator().manual_seed(31)
         dot = torch.randn(4, 50, generator=g)
-        diff = torch.tensor([0.5, -1.0, 2.0, 0.0])[:, None] * dot + 0.3 * torch.randn(4, 50, generator=g)
-        got = f(dot.clone(), diff.clone())
-        d_np, y_np = dot.double().numpy(), diff.double().numpy()
-        expected = torch.tensor([np.linalg.lstsq(d_np[n][:, None], y_np[n], rcond=None)[0][0] for n in range(4)])
-        return _compare(got, expected, atol=1e-4, rtol=1e-4, what="beta",
-                        shape_hint="one beta per row: average over the S columns, not over rows")
-
-    def hand_ratio(f: Callable) -> Optional[str]:
-        got = f(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 6.0]]))
-        return _compare(got, torch.tensor([2.6]), atol=1e-5, what="beta", shape_hint="one beta per row")
-
-    def zero_row(f: Callable) -> Optional[str]:
-        got = f(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 2.0], [1.0, 1.0]]))
-        return _compare(got, torch.tensor([0.0, 1.0]), atol=1e-5, what="beta", shape_hint="one beta per row")
+        noise = torch.randn(4, 50, generator=g)
+        return dot, _t(0.5, -1.0, 2.0, 0.0)[:, None] * dot + 0.3 * noise
 
     return [
-        _Case("hand case: diff = 2 * dot gives beta = 2", hand_two),
-        _Case("hand case: dot = [1, 2], diff = [1, 6] gives beta = 13/5 (not the mean of the ratios)", hand_ratio),
-        _Case("a row whose dot is all zero gets beta = 0 (not NaN)", zero_row),
-        _Case("hand case: dot = [1, -1], diff = [1, 1] gives beta = 0", hand_zero),
-        _Case("batch of 4 rows x 50 samples: the least-squares scale of each row", least_squares),
+        hand("hand case: diff = 2 * dot gives beta = 2", [[1.0, 2.0]], [[2.0, 4.0]], [2.0]),
+        hand("hand case: dot = [1, 2], diff = [1, 6] gives beta = 13/5 (not the mean of the ratios)",
+             [[1.0, 2.0]], [[1.0, 6.0]], [2.6]),
+        hand("a row whose dot is all zero gets beta = 0 (not NaN)", [[0.0, 0.0], [1.0, 1.0]], [[1.0, 2.0], [1.0, 1.0]],
+             [0.0, 1.0]),
+        hand("hand case: dot = [1, -1], diff = [1, 1] gives beta = 0", [[1.0, -1.0]], [[1.0, 1.0]], [0.0]),
+        _Case("batch of 4 rows x 50 samples: the least-squares scale of each row", batch,
+              _tensor(_beta_lstsq, "beta", 1e-4, 1e-4,
+                      hint="one beta per row: average over the S columns, not over rows")),
     ]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# 06: temperature scaling and AURC
-# ----------------------------------------------------------------------------------------------------------------
+# ---- 06: temperature scaling and AURC -----------------------------------------------------------------------------
 
 def _nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
     z = logits / t
@@ -496,20 +449,32 @@ def _nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
     return float(-(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(1))).mean())
 
 
-def _best_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    from scipy.optimize import minimize_scalar
-
-    res = minimize_scalar(lambda u: _nll(logits, labels, float(np.exp(u))), bounds=(np.log(0.01), np.log(100.0)),
-                          method="bounded", options={"xatol": 1e-8})
-    return float(np.exp(res.x))
-
-
-def _synthetic_logits(n: int, c: int, sharpness: float, seed: int):
+def _synthetic_logits(sharpness: float, seed: int, n: int = 2000, c: int = 10) -> tuple:
     """Logits ``sharpness * z`` with labels drawn from ``softmax(z)``: the best temperature is about ``sharpness``."""
     g = torch.Generator().manual_seed(seed)
     z = 2.0 * torch.randn(n, c, generator=g)
     labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g)[:, 0]
     return (sharpness * z).float(), labels
+
+
+def _judge_temperature(got, logits: torch.Tensor, labels: torch.Tensor) -> Optional[str]:
+    """Within 2% of the NLL-minimising ``T`` (a bounded scalar minimisation over log T), or within 1e-4 of its NLL."""
+    from scipy.optimize import minimize_scalar
+
+    try:
+        t = _as_float(got, "temperature")
+    except TypeError as err:
+        return str(err)
+    if not np.isfinite(t) or t <= 0:
+        return f"the temperature must be a positive finite number, got {t}"
+    lg, lb = logits.double().numpy(), labels.numpy()
+    best = float(np.exp(minimize_scalar(lambda u: _nll(lg, lb, float(np.exp(u))), bounds=(np.log(0.01), np.log(100.0)),
+                                        method="bounded", options={"xatol": 1e-8}).x))
+    nll_got, nll_best = _nll(lg, lb, t), _nll(lg, lb, best)
+    if abs(t - best) <= 0.02 * best or nll_got - nll_best <= 1e-4:
+        return None
+    return (f"expected T = {best:.4f} (NLL {nll_best:.4f}), got T = {t:.4f} (NLL {nll_got:.4f}); "
+            f"minimise the NLL of softmax(logits / T), e.g. over log T")
 
 
 def _cases_fit_temperature() -> List[_Case]:
@@ -520,30 +485,9 @@ def _cases_fit_temperature() -> List[_Case]:
     are too sharp (best ``T`` about 3), too flat (about 0.5) and calibrated (about 1), against a bounded scalar
     minimisation; a result within 2% of the best ``T``, or with an NLL within 1e-4 of the best, passes.
     """
-    def case(sharpness: float, seed: int) -> Callable[[Callable], Optional[str]]:
-        def run(f: Callable) -> Optional[str]:
-            logits, labels = _synthetic_logits(2000, 10, sharpness, seed)
-            got = f(logits.clone(), labels.clone())
-            try:
-                t = _as_float(got, "temperature")
-            except TypeError as err:
-                return str(err)
-            if not np.isfinite(t) or t <= 0:
-                return f"the temperature must be a positive finite number, got {t}"
-            lg, lb = logits.double().numpy(), labels.numpy()
-            best = _best_temperature(lg, lb)
-            nll_got, nll_best = _nll(lg, lb, t), _nll(lg, lb, best)
-            if abs(t - best) <= 0.02 * best or nll_got - nll_best <= 1e-4:
-                return None
-            return (f"expected T = {best:.4f} (NLL {nll_best:.4f}), got T = {t:.4f} (NLL {nll_got:.4f}); "
-                    f"minimise the NLL of softmax(logits / T), e.g. over log T")
-        return run
-
-    return [
-        _Case("overconfident logits (best T about 3)", case(3.0, 41)),
-        _Case("underconfident logits (best T about 0.5)", case(0.5, 42)),
-        _Case("calibrated logits (best T about 1)", case(1.0, 43)),
-    ]
+    return [_Case(f"{what} logits (best T about {s:g})", lambda s=s, seed=seed: _synthetic_logits(s, seed),
+                  _judge_temperature)
+            for what, s, seed in (("overconfident", 3.0, 41), ("underconfident", 0.5, 42), ("calibrated", 1.0, 43))]
 
 
 def _aurc_by_loop(confidence: np.ndarray, correct: np.ndarray) -> float:
@@ -556,6 +500,25 @@ def _aurc_by_loop(confidence: np.ndarray, correct: np.ndarray) -> float:
     return total / len(order)
 
 
+def _judge_aurc(got, conf: np.ndarray, correct: np.ndarray) -> Optional[str]:
+    try:
+        value = _as_float(got, "AURC")
+    except TypeError as err:
+        return str(err)
+    expected = _aurc_by_loop(conf, correct)
+    if abs(value - expected) <= 1e-6:
+        return None
+    where = (f"confidence={conf.tolist()}, correct={correct.tolist()}: " if conf.size < 10 else "")
+    return f"{where}expected {expected:.6f}, got {value:.6f}" + (
+        "" if where else " (the inputs are not sorted: sort by decreasing confidence)")
+
+
+def _random_predictions() -> tuple:
+    rng = np.random.default_rng(51)
+    conf = rng.permutation(500) / 500.0 + rng.uniform(0, 1e-3)
+    return conf, rng.uniform(size=500) < 0.3 + 0.6 * conf  # confident predictions are more often right
+
+
 def _cases_aurc() -> List[_Case]:
     r"""Check ``aurc(confidence, correct) -> float``.
 
@@ -563,42 +526,19 @@ def _cases_aurc() -> List[_Case]:
     predictions; :math:`\mathrm{AURC} = \frac1N\sum_{k=1}^N \mathrm{risk}(k)` (Geifman et al. 2019). Inputs are numpy
     arrays (``correct`` boolean); the cases have distinct confidences (no ties).
     """
-    def hand(conf: Sequence[float], corr: Sequence[bool], expected: float) -> Callable[[Callable], Optional[str]]:
-        def run(f: Callable) -> Optional[str]:
-            got = f(np.array(conf, dtype=np.float64), np.array(corr, dtype=bool))
-            try:
-                value = _as_float(got, "AURC")
-            except TypeError as err:
-                return str(err)
-            if abs(value - expected) <= 1e-6:
-                return None
-            return f"confidence={list(conf)}, correct={[bool(c) for c in corr]}: expected {expected:.6f}, got {value:.6f}"
-        return run
-
-    def random_case(f: Callable) -> Optional[str]:
-        rng = np.random.default_rng(51)
-        conf = rng.permutation(500) / 500.0 + rng.uniform(0, 1e-3)
-        correct = rng.uniform(size=500) < 0.3 + 0.6 * conf  # confident predictions are more often right
-        got = f(conf.copy(), correct.copy())
-        try:
-            value = _as_float(got, "AURC")
-        except TypeError as err:
-            return str(err)
-        expected = _aurc_by_loop(conf, correct)
-        if abs(value - expected) <= 1e-6:
-            return None
-        return f"expected {expected:.6f}, got {value:.6f} (the inputs are not sorted: sort by decreasing confidence)"
+    def hand(name: str, conf: Sequence[float], corr: Sequence[bool]) -> _Case:
+        return _Case(name, lambda: (np.array(conf, dtype=np.float64), np.array(corr, dtype=bool)), _judge_aurc)
 
     return [
-        _Case("hand case, errors least confident: risks 0, 0, 1/3, 1/2 -> 0.208333",
-              hand([0.9, 0.8, 0.7, 0.6], [True, True, False, False], (0 + 0 + 1 / 3 + 1 / 2) / 4)),
-        _Case("hand case, errors most confident: risks 1, 1, 2/3, 1/2 -> 0.791667",
-              hand([0.9, 0.8, 0.7, 0.6], [False, False, True, True], (1 + 1 + 2 / 3 + 1 / 2) / 4)),
-        _Case("hand case, unsorted input: confidence [0.2, 0.9, 0.5], correct [F, T, T]",
-              hand([0.2, 0.9, 0.5], [False, True, True], (0 + 0 + 1 / 3) / 3)),
-        _Case("all correct gives 0", hand([0.3, 0.1, 0.7], [True, True, True], 0.0)),
-        _Case("all wrong gives 1", hand([0.3, 0.1, 0.7], [False, False, False], 1.0)),
-        _Case("500 random predictions: against a loop over k", random_case),
+        hand("hand case, errors least confident: risks 0, 0, 1/3, 1/2 -> 0.208333", [0.9, 0.8, 0.7, 0.6],
+             [True, True, False, False]),
+        hand("hand case, errors most confident: risks 1, 1, 2/3, 1/2 -> 0.791667", [0.9, 0.8, 0.7, 0.6],
+             [False, False, True, True]),
+        hand("hand case, unsorted input: confidence [0.2, 0.9, 0.5], correct [F, T, T]", [0.2, 0.9, 0.5],
+             [False, True, True]),
+        hand("all correct gives 0", [0.3, 0.1, 0.7], [True, True, True]),
+        hand("all wrong gives 1", [0.3, 0.1, 0.7], [False, False, False]),
+        _Case("500 random predictions: against a loop over k", _random_predictions, _judge_aurc),
     ]
 
 
