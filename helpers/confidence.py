@@ -9,7 +9,7 @@ two models.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, *, n_passes: int = 20, seed: i
                batch_size: Optional[int] = None) -> torch.Tensor:
     """Mean softmax ``N x C`` of ``T = n_passes`` passes of ``model`` with its ``nn.Dropout`` / ``nn.Dropout2d``
     layers applying ``T`` masks drawn once from ``seed`` (pass ``t`` uses mask ``t`` for every input). The model
-    stays in eval mode; each chunk of ``b`` inputs runs as one batch of ``b T`` rows on the model's device."""
+    stays in eval mode. The layers before the first dropout (in call order) run once per input, whose output is
+    then repeated ``T`` times, so each chunk of ``b`` inputs runs the rest of the model as one batch of ``b T`` rows
+    (the same numbers as ``T`` passes of the whole model for a network without branches around its dropouts)."""
     check_model(model)
     check_images(x)
     check_positive_int(n_passes, "n_passes")
@@ -39,21 +41,27 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, *, n_passes: int = 20, seed: i
     if not drops:
         raise ValueError("model has no nn.Dropout module: MC dropout needs a model trained with dropout "
                          "(e.g. get_model('cnn_dropout'))")
-    gen, masks = torch.Generator().manual_seed(seed), {}
+    gen, masks, rows = torch.Generator().manual_seed(seed), {}, [0]
 
     def hook(mod: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
         if mod not in masks:  # drawn on first use, in module call order: the same masks for every chunk
             shape = out.shape[1:2] + (1,) * (out.dim() - 2) if isinstance(mod, nn.Dropout2d) else out.shape[1:]
             keep = torch.rand((n_passes, *shape), generator=gen) >= mod.p
             masks[mod] = keep.to(out.device, out.dtype) / (1.0 - mod.p)
+        if out.shape[0] == rows[0]:  # the first dropout of this chunk: the T copies start here
+            out = out.repeat_interleave(n_passes, dim=0)
         return (out.view(-1, n_passes, *out.shape[1:]) * masks[mod]).view(out.shape)
 
     dev = model_device(model)
     handles = [m.register_forward_hook(hook) for m in drops]
     try:
         def run(a: int, b: int) -> torch.Tensor:
+            rows[0] = b - a
             with torch.inference_mode():
-                z = as_logits(model(x[a:b].to(dev).repeat_interleave(n_passes, dim=0)))
+                z = as_logits(model(x[a:b].to(dev)))
+            if z.shape[0] != (b - a) * n_passes:
+                raise ValueError(f"mc_dropout: the model returned {z.shape[0]} rows for {b - a} inputs x {n_passes} "
+                                 "passes; every path to the output must go through the first dropout layer")
             return torch.softmax(z.float(), dim=1).view(b - a, n_passes, -1).mean(dim=1).cpu()
 
         return run_chunked(run, x.shape[0], batch_size or chunk_size_for(bytes_per_image(x) * n_passes, device=dev))
@@ -86,15 +94,25 @@ def _checked_features(features: torch.Tensor) -> torch.Tensor:
     return features
 
 
-def _kth_distance(q: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
-    """Euclidean distance from each row of ``q`` (``M x D``) to its ``k``-th nearest row of ``ref`` (``R x D``)."""
+def _kth_distance(q: torch.Tensor, ref: torch.Tensor, k: int, margin: int = 16) -> torch.Tensor:
+    """Euclidean distance from each row of ``q`` (``M x D``) to its ``k``-th nearest row of ``ref`` (``R x D``).
+
+    The fast matrix-product distance (``|q|^2 + |r|^2 - 2 q.r`` after centring both on ``ref``'s mean, rounding
+    ~1e-7 of ``|q|^2``) only picks the ``k + margin`` nearest candidates; their distances are then computed directly as ``||q - r||`` and sorted, so
+    the result is the direct distance unless more than ``margin`` rows tie with the ``k``-th within that rounding."""
     k_eff = min(k, ref.shape[0])
+    n_cand = min(ref.shape[0], k_eff + margin)
+    centre = ref.float().mean(dim=0)
+    ref = ref.float() - centre
 
     def run(a: int, b: int) -> torch.Tensor:
-        d = torch.cdist(q[a:b].float(), ref.float(), compute_mode="donot_use_mm_for_euclid_dist")
-        return d.topk(k_eff, dim=1, largest=False).values[:, -1]
+        qa = q[a:b].float() - centre
+        cand = torch.cdist(qa, ref, compute_mode="use_mm_for_euclid_dist").topk(n_cand, dim=1, largest=False).indices
+        exact = (qa.unsqueeze(1) - ref[cand]).norm(dim=2)  # B x n_cand direct distances
+        return exact.sort(dim=1).values[:, k_eff - 1]
 
-    return run_chunked(run, q.shape[0], chunk_size_for(max(1, ref.shape[0]) * 12, device=q.device, maximum=8192))
+    return run_chunked(run, q.shape[0], chunk_size_for(max(1, ref.shape[0]) * 12 + n_cand * q.shape[1] * 4,
+                                                       device=q.device, maximum=8192))
 
 
 class TrustScore:
@@ -187,13 +205,20 @@ class ConfidenceSuite:
             out.update(self.abc_scores(x[:n]))
         return out
 
-    def abc_scores(self, x: torch.Tensor) -> Dict[str, np.ndarray]:
-        """ABC confidence ``N`` of each of ``abc_methods`` (``S = abc_samples`` mutated copies per input)."""
+    def abc_scores(self, x: torch.Tensor, *, n_samples: Optional[int] = None,
+                   methods: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """ABC confidence ``N`` of each of ``abc_methods`` (or of the ones named in ``methods``), with ``S =
+        n_samples`` mutated copies per input (default ``abc_samples``)."""
         from .abc import abc_confidence
 
+        names = list(self.abc_methods) if methods is None else list(methods)
+        unknown = [m for m in names if m not in self.abc_methods]
+        if unknown:
+            raise ValueError(f"methods {unknown} are not among abc_methods {list(self.abc_methods)}")
+        s = self.abc_samples if n_samples is None else check_positive_int(n_samples, "n_samples")
         x = x.to(model_device(self.model))
-        return {name: abc_confidence(self.model, x, n_samples=self.abc_samples, seed=self.seed, **opts).cpu().numpy()
-                for name, opts in self.abc_methods.items()}
+        return {name: abc_confidence(self.model, x, n_samples=s, seed=self.seed, **self.abc_methods[name]).cpu().numpy()
+                for name in names}
 
 
 def correct_of(scores: Dict[str, np.ndarray], y: np.ndarray, method: str) -> np.ndarray:

@@ -122,6 +122,16 @@ def test_confidence_suite(cnn, mnist_test):
     np.testing.assert_array_equal(K.correct_of(sc, yn, "mc dropout"), sc["mc dropout pred"] == yn)
     with pytest.raises(RuntimeError, match="not fitted"):
         K.ConfidenceSuite(cnn).scores(x)
+    # ABC of named methods with another S: the same numbers as abc_confidence itself; unknown names refused
+    from helpers.abc import abc_confidence
+
+    xn = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # noise: ABC well below 1
+    got = suite.abc_scores(xn, n_samples=7, methods=["abc"])
+    want = abc_confidence(cnn, xn, n_samples=7, seed=0, method="ig", baseline="zero", n_steps=4).numpy()
+    np.testing.assert_allclose(got["abc"], want)
+    assert not np.allclose(suite.abc_scores(xn)["abc"], want)  # S = 4 by default: n_samples is used
+    with pytest.raises(ValueError, match="not among abc_methods"):
+        suite.abc_scores(x[:3], methods=["abc eg"])
 
 
 @pytest.mark.parametrize("outputs", [1, 2])
@@ -145,3 +155,15 @@ def test_suite_on_a_binary_tabular_model(outputs):
         assert ((sc[name] >= lo) & (sc[name] <= 1.0)).all(), name
         if name != "mc dropout":
             assert M.error_auroc(sc[name], correct) > 0.6
+
+
+def test_trust_score_exact_far_from_the_origin():
+    # features offset by 3,000: a matrix-product distance would lose the neighbours to rounding (|x|^2 ~ 5e7);
+    # the candidates are picked after centring and their distances recomputed directly, so the score stays exact
+    rng = np.random.default_rng(1)
+    x_train = rng.normal(size=(400, 5)) + 3e3
+    y_train = np.repeat(np.arange(4), 100)
+    x, pred = rng.normal(size=(50, 5)) + 3e3, rng.integers(0, 4, 50)
+    ts = K.TrustScore().fit(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train))
+    got = ts.score(torch.tensor(x, dtype=torch.float32), torch.tensor(pred)).numpy()
+    np.testing.assert_allclose(got, _published_trust_score(x_train, y_train, x, pred), rtol=2e-3)
