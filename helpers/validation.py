@@ -61,14 +61,17 @@ def model_device(model: nn.Module) -> torch.device:
 
 def check_target(target: Optional[torch.Tensor], n: int, n_classes: Optional[int] = None,
                  name: str = "target") -> Optional[torch.Tensor]:
-    """Check a target: ``None``, an int, or an integer tensor of shape ``N`` with values in ``[0, n_classes)``.
-
-    Returns a LongTensor of shape ``N`` (or ``None``).
+    """Check a target: ``None``, an int, a list of ``N`` ints (as captum accepts) or an integer tensor of shape ``N``
+    with values in ``[0, n_classes)``. Returns a LongTensor of shape ``N`` (or ``None``).
     """
     if target is None:
         return None
     if isinstance(target, int) and not isinstance(target, bool):
         target = torch.full((n,), target, dtype=torch.long)
+    if isinstance(target, list):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            raise TypeError(f"{name} given as a list must hold {n} ints (one class per row), got {target!r}")
+        target = torch.tensor(target, dtype=torch.long)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{name} must be None, an int or a LongTensor of shape ({n},), got {type(target).__name__}")
     if target.is_floating_point() or target.dtype == torch.bool:

@@ -461,3 +461,22 @@ def test_hessian_vector_product_closed_form_and_zero_on_relu(quadratic_model, li
     assert torch.equal(hessian_vector_product(linear_model, x, v, t), torch.zeros_like(x))
     with pytest.raises(ValueError, match="v must have the shape"):
         hessian_vector_product(quadratic_model, x, v[:2], t)
+
+
+def test_target_as_a_python_list_matches_captum(cnn, mnist_small):
+    """captum accepts ``target`` as a list of N ints (one class per row); so do we, with the same attributions, and a
+    list of the wrong length or of non-ints is refused by name."""
+    from captum.attr import IntegratedGradients, Saliency
+
+    x = mnist_small[0][:4]
+    t = [3, 1, 4, 1]  # not the predicted classes: a wrong conversion would show
+    torch.testing.assert_close(attribute(cnn, x, t, n_steps=20, integration="riemann_middle"),
+                               IntegratedGradients(cnn).attribute(x, target=t, n_steps=20, method="riemann_middle"),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attribute(cnn, x, t, method="grad"), Saliency(cnn).attribute(x, target=t, abs=False),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attribute(cnn, x, t, method="grad"), attribute(cnn, x, torch.tensor(t), method="grad"))
+    with pytest.raises(ValueError, match="target must have shape"):
+        attribute(cnn, x, [3, 1], method="grad")
+    with pytest.raises(TypeError, match="target given as a list"):
+        attribute(cnn, x, [3.0, 1, 4, 1], method="grad")
