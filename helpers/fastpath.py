@@ -19,12 +19,12 @@ from __future__ import annotations
 import copy
 import warnings
 import weakref
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["fast_forward", "jit_forward"]
+__all__ = ["fast_forward"]
 
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, Tuple[tuple, ForwardFn]]]" = weakref.WeakKeyDictionary()
@@ -96,12 +96,3 @@ def fast_forward(model: nn.Module, example: torch.Tensor, *, need_grad: bool = F
     per[key] = (fp, fn)
     return fn
 
-
-# ------------------------------------------------------------------ old name, kept until helpers.infidelity moves
-
-def jit_forward(model: nn.Module, example: Optional[torch.Tensor] = None) -> ForwardFn:
-    """Deprecated alias: :func:`fast_forward` for inference (MNIST-shaped example by default)."""
-    from .validation import model_device
-
-    ex = example if example is not None else torch.zeros(2, 1, 28, 28, device=model_device(model))
-    return fast_forward(model, ex)

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import csv
+import io
 import json
 import re
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,14 +225,12 @@ def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = 
     return {"exercises": exercises, "written": written, "stale": stale, "extra": extra}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# grading: python -m helpers.student grade SUBMISSION.ipynb | FOLDER [--out build/grades]
-# ----------------------------------------------------------------------------------------------------------------
+# ---- grading: python -m helpers.student grade SUBMISSION.ipynb | FOLDER [--out build/grades] ----------------------
 
 def _solutions(nb) -> Dict[str, object]:
     """Each exercise function a submission defines (the last definition wins), executed in a namespace holding the
     notebook's top-level imports; a function whose cell cannot run maps to the error message instead."""
-    from . import checks
+    from .checks import EXERCISES
 
     imports, found = [], {}
     for cell in nb.cells:
@@ -237,58 +239,47 @@ def _solutions(nb) -> Dict[str, object]:
         try:
             body = ast.parse(cell.source).body
         except SyntaxError as err:
-            for name in checks.EXERCISES:
-                if re.search(rf"^def {name}\b", cell.source, re.M):
-                    found[name] = f"the cell defining {name} does not parse: {err.msg} (line {err.lineno})"
+            found.update({n: f"the cell defining {n} does not parse: {err.msg} (line {err.lineno})"
+                          for n in EXERCISES if re.search(rf"^def {n}\b", cell.source, re.M)})
             continue
         imports += [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        found.update({n.name: n for n in body if isinstance(n, ast.FunctionDef) and n.name in checks.EXERCISES})
+        found.update({n.name: n for n in body if isinstance(n, ast.FunctionDef) and n.name in EXERCISES})
     namespace: Dict[str, object] = {"__name__": "__submission__"}
     for node in imports:
-        try:
+        with contextlib.suppress(Exception):  # an import the grader lacks only matters if the solution uses it
             exec(compile(ast.Module(body=[node], type_ignores=[]), "<submission>", "exec"), namespace)
-        except Exception:  # noqa: BLE001, S110 - an import the grader lacks only matters if the solution uses it
-            pass
     out: Dict[str, object] = {}
     for name, node in found.items():
-        if isinstance(node, str):
-            out[name] = node
-            continue
         try:
-            exec(compile(ast.Module(body=[node], type_ignores=[]), f"<{name}>", "exec"), namespace)
-            out[name] = namespace[name]
+            if not isinstance(node, str):
+                exec(compile(ast.Module(body=[node], type_ignores=[]), f"<{name}>", "exec"), namespace)
+            out[name] = node if isinstance(node, str) else namespace[name]
         except Exception as err:  # noqa: BLE001 - the student's code
             out[name] = f"defining {name} raised {type(err).__name__}: {err}"
     return out
 
 
-def _grade_one(solutions: Dict[str, object], exercises: Sequence[str], timeout_s: int) -> List[object]:
-    """A :class:`helpers.checks.Result` per exercise (every check runs; a broken one scores 0, never stops us)."""
-    import signal
-
+def _grade_one(fn: object, name: str, timeout_s: int):
+    """The :class:`helpers.checks.Result` of one exercise (a broken or slow solution scores 0, never stops us)."""
     from .checks import Result, evaluate
+
+    if isinstance(fn, str):
+        return Result(name, [("the exercise cell", fn)])
 
     def too_slow(*_):
         raise TimeoutError(f"the check took longer than {timeout_s} s")
 
-    results = []
-    for name in exercises:
-        fn = solutions.get(name, f"no function {name} found in the notebook")
-        if isinstance(fn, str):
-            results.append(Result(name, [("the exercise cell", fn)]))
-            continue
-        old = signal.signal(signal.SIGALRM, too_slow) if hasattr(signal, "SIGALRM") else None
+    old = signal.signal(signal.SIGALRM, too_slow) if hasattr(signal, "SIGALRM") else None
+    if old is not None:
+        signal.alarm(timeout_s)
+    try:
+        return evaluate(name, fn)
+    except BaseException as err:  # noqa: BLE001 - sys.exit or a timeout in student code
+        return Result(name, [("running the check", f"{type(err).__name__}: {err}")])
+    finally:
         if old is not None:
-            signal.alarm(timeout_s)
-        try:
-            results.append(evaluate(name, fn))
-        except BaseException as err:  # noqa: BLE001 - sys.exit or a timeout in student code
-            results.append(Result(name, [("running the check", f"{type(err).__name__}: {err}")]))
-        finally:
-            if old is not None:
-                signal.alarm(0)
-                signal.signal(signal.SIGALRM, old)
-    return results
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
 
 
 def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeout_s: int = 120,
@@ -299,20 +290,15 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
     A submission is graded on the exercises of the master whose name it contains (else on every exercise it defines);
     each exercise scores the number of its cases passed, 0 when it calls the library's own answer.
     """
-    import contextlib
-    import csv
-    import io
-
-    from . import checks
+    from .checks import EXERCISES
     from .runner import NOTEBOOK_DIR
 
     path, out_dir = Path(path), Path(out_dir)
     masters = {p.stem: [e.name for e in find_exercises(nbformat.read(p, as_version=4), p.name)]
                for p in sorted(Path(master_dir or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))}
-    files = sorted(path.rglob("*.ipynb")) if path.is_dir() else [path]
     rows: List[Dict[str, object]] = []
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
-    for f in files:
+    for f in sorted(path.rglob("*.ipynb")) if path.is_dir() else [path]:
         who = f.relative_to(path).with_suffix("").as_posix() if path.is_dir() else f.stem
         try:
             nb = nbformat.read(f, as_version=4)
@@ -322,8 +308,9 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
             continue
         wanted = next((ex for stem, ex in masters.items() if stem in f.stem and ex), None)
         with contextlib.redirect_stdout(io.StringIO()):
-            solutions = _solutions(nb)
-            results = _grade_one(solutions, wanted or [n for n in checks.EXERCISES if n in solutions], timeout_s)
+            sols = _solutions(nb)
+            results = [_grade_one(sols.get(n, f"no function {n} found in the notebook"), n, timeout_s)
+                       for n in wanted or [n for n in EXERCISES if n in sols]]
         lines = []
         for r in results:
             rows.append({"submission": who, "exercise": r.exercise, "points": r.points, "max": len(r.cases) or 1,
@@ -336,20 +323,15 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
         w = csv.DictWriter(fh, fieldnames=["submission", "exercise", "points", "max", "first failed case"])
         w.writeheader()
         w.writerows(rows)
-    table = _text_table(rows)
+    cells = [["submission", "exercise", "points", "first failed case"]] + [  # plain aligned columns, no colour codes
+        [str(r["submission"]), str(r["exercise"]), f"{r['points']}/{r['max']}", (str(r["first failed case"]) or "-")[:70]]
+        for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(3)]
+    table = "".join("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3] + "\n" for c in cells)
     (out_dir / "grades.md").write_text("```\n" + table + "```\n", encoding="utf-8")
     if verbose:
         print(table + f"\nwritten: {out_dir / 'grades.csv'}, {out_dir / 'grades.md'}, {out_dir / 'feedback'}/")
     return rows
-
-
-def _text_table(rows: Sequence[Dict[str, object]], width: int = 70) -> str:
-    """Plain aligned columns (no colour codes): submission, exercise, points, first failed case."""
-    cells = [["submission", "exercise", "points", "first failed case"]] + [
-        [str(r["submission"]), str(r["exercise"]), f"{r['points']}/{r['max']}",
-         (str(r["first failed case"]) or "-")[:width]] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(3)]
-    return "".join("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3] + "\n" for c in cells)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
