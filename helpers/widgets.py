@@ -277,18 +277,17 @@ class RiskCoverageExplorer(_Explorer):
     _names = {"coverage": "coverage", "methods": "methods"}
 
     def __init__(self, confidences: Mapping[str, Any], correct: Any, *, coverage: float = 0.8) -> None:
-        from .metrics import risk_coverage
+        from .metrics import _as_correct, as_array, risk_coverage
 
         if not isinstance(confidences, Mapping) or not confidences:
             raise ValueError("confidences must be a non-empty dict {method name: N confidences}")
-        corr = np.asarray(correct.detach().cpu() if hasattr(correct, "detach") else correct).astype(bool)
-        if corr.ndim != 1 or corr.size == 0:
-            raise ValueError(f"correct must be a non-empty 1-d array of booleans, got shape {corr.shape}")
+        corr = as_array(correct, "correct")
+        corr = _as_correct(corr, corr.shape[0])
         if not 0.0 < coverage <= 1.0:
             raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
         self.correct, self.confidences, self.curves = corr, {}, {}
         for name, c in confidences.items():
-            a = np.asarray(c.detach().cpu() if hasattr(c, "detach") else c, dtype=np.float64)
+            a = as_array(c, f"confidences[{name!r}]")
             if a.shape != corr.shape:
                 raise ValueError(f"confidences[{name!r}] has shape {a.shape}, but correct has shape {corr.shape}")
             self.confidences[str(name)] = a
