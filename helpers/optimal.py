@@ -41,6 +41,25 @@ def sherman_morrison(u: torch.Tensor, dg: torch.Tensor, r: torch.Tensor) -> torc
     return (r - coef * u) / dg
 
 
+def _sums(W: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict:
+    """Weighted sums of one block (``W``: ``n x S x d`` with ``n`` = 1 or ``N``; ``y``, ``w``: ``N x S``, float64)."""
+    return {"Wy": torch.matmul((w * y).unsqueeze(1), W).squeeze(1), "W": torch.matmul(w.unsqueeze(1), W).squeeze(1),
+            "y": (w * y).sum(1, keepdim=True), "1": w.sum(1, keepdim=True)}
+
+
+def _solve(acc: dict, gram: Optional[torch.Tensor], ridge: float, second_moment=None) -> torch.Tensor:
+    """Φ from the sums of :func:`_sums`: the control-variate closed form when ``second_moment = (u, D)`` is given,
+    else least squares with ``gram = Σ w W Wᵀ`` (``1 x d x d`` shared by every input, or ``N x d x d``)."""
+    s1 = acc["1"]
+    if second_moment is not None:
+        u, dg = (t.double().flatten(1).to(s1.device) for t in second_moment)
+        c = acc["y"] / s1
+        r = (acc["Wy"] - c * acc["W"]) / s1 + c * u                                          # E[W (y - c)] + c u
+        return sherman_morrison(u, dg + ridge, r).float()
+    g = gram / s1[: gram.shape[0]].unsqueeze(-1)
+    return solve_psd(g, (acc["Wy"] / s1).unsqueeze(-1), ridge).squeeze(-1).float()
+
+
 def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
                          ridge: float = 0.0, second_moment: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
                          ) -> torch.Tensor:
@@ -54,20 +73,12 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
-    Wd = (W if W.dim() == 3 else W.unsqueeze(0)).double()
-    y = diff.double()
+    Wd, y = (W if W.dim() == 3 else W.unsqueeze(0)).double(), diff.double()
     w = (torch.ones_like(y) if weights is None else weights.double()).expand(y.shape)
-    sw = w.sum(-1, keepdim=True)
-    if second_moment is not None:
-        u, dg = (t.double().flatten(1).to(y.device) for t in second_moment)
-        c = (w * y).sum(-1, keepdim=True) / sw
-        r = torch.matmul((w * (y - c)).unsqueeze(1), Wd).squeeze(1) / sw + c * u           # E[W (y - c)] + c u
-        return sherman_morrison(u, dg + ridge, r).float()
-    r = torch.matmul((w * y).unsqueeze(1), Wd).squeeze(1) / sw                              # N x d: E_w[W y]
-    if Wd.shape[0] == 1 and not bool((w == w[:1]).all()):
+    if second_moment is None and Wd.shape[0] == 1 and not bool((w == w[:1]).all()):
         raise ValueError("a shared W needs the same weights for every input")
-    g = torch.matmul((Wd * w[: Wd.shape[0]].unsqueeze(-1)).transpose(1, 2), Wd) / sw[: Wd.shape[0]].unsqueeze(-1)
-    return solve_psd(g, r.unsqueeze(-1), ridge).squeeze(-1).float()
+    gram = None if second_moment is not None else torch.matmul((Wd * w[: Wd.shape[0]].unsqueeze(-1)).transpose(1, 2), Wd)
+    return _solve(_sums(Wd, y, w), gram, ridge, second_moment)
 
 
 def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=None, n_samples: Optional[int] = None,
@@ -108,13 +119,10 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
 
     def reduce(rows: slice, dr: Draw, diff: torch.Tensor) -> None:
         r, s = diff.shape
-        W = dr.W.reshape(dr.W.shape[0], s, -1).double()
-        y = diff.double()
+        W, y = dr.W.reshape(dr.W.shape[0], s, -1).double(), diff.double()
         w = (torch.ones_like(y) if dr.weights is None else dr.weights.double()).expand(r, s)
-        acc["Wy"][rows] += torch.matmul((w * y).unsqueeze(1), W).squeeze(1)                    # float64 sums
-        acc["W"][rows] += torch.matmul(w.unsqueeze(1), W).squeeze(1)
-        acc["y"][rows] += (w * y).sum(1, keepdim=True)
-        acc["1"][rows] += w.sum(1, keepdim=True)
+        for k, v in _sums(W, y, w).items():                                                    # float64 sums
+            acc[k][rows] += v
         if not closed:
             shared = shares and W.shape[0] == 1 and bool((w == w[:1]).all())
             key = "shared" if shared else "per_input"
@@ -129,11 +137,5 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     evaluate(model, xd, perturbation, target, n_samples, seed, reduce, tuple(additional_forward_args))
     if len(gram) > 1:
         raise ValueError("the perturbation's draws must be either shared by every input or per input, not both")
-    s1 = acc["1"]
-    c = acc["y"] / s1
-    if closed:
-        u, dg = (v.double().flatten(1) for v in perturbation.second_moment(xd))
-        r = (acc["Wy"] - c * acc["W"]) / s1 + c * u                                             # E[W (y - c)] + c u
-        return sherman_morrison(u, dg + ridge, r).float().reshape(x.shape).cpu()
-    g = next(iter(gram.values())) / (s1[:1].unsqueeze(-1) if "shared" in gram else s1.unsqueeze(-1))
-    return solve_psd(g, (acc["Wy"] / s1).unsqueeze(-1), ridge).squeeze(-1).float().reshape(x.shape).cpu()
+    phi = _solve(acc, None if closed else next(iter(gram.values())), ridge, perturbation.second_moment(xd) if closed else None)
+    return phi.reshape(x.shape).cpu()

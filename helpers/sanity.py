@@ -4,7 +4,7 @@ randomisation sanity check (Adebayo et al. 2018)."""
 from __future__ import annotations
 
 import copy
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -55,18 +55,33 @@ def explanation_suite(model: nn.Module, perturbation, *, sg_radius: float = 0.2,
 
 def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Explain], perturbation, *, target=None,
                        n_samples: Optional[int] = None, normalize: bool = True, sens_radius: float = 0.1,
-                       n_sens: int = 10, n_sens_images: Optional[int] = None, seed: int = 0) -> Dict[str, dict]:
+                       n_sens: int = 10, n_sens_images: Union[None, int, Mapping[str, int]] = None,
+                       limits: Optional[Mapping[str, int]] = None,
+                       seed: int = 0) -> Dict[str, dict]:
     """Per-input infidelity (every explanation on the same perturbations), infidelity of the zero explanation
-    (``E[Δf²]``, to compare models) and relative max-sensitivity (on the first ``n_sens_images`` inputs).
-    Returns: ``{"infidelity": {name: N}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``.
+    (``E[Δf²]``, to compare models) and relative max-sensitivity (on the first ``n_sens_images`` inputs, a number or
+    ``{name: number}``, default all).
+    ``limits``: ``{name: m}`` computes and scores that explanation on the first ``m`` inputs only (an expensive one,
+    e.g. OPT); with common random numbers its values equal those of one call on ``x[:m]``.
+    Returns: ``{"infidelity": {name: N or m}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``.
     """
     xd = x.to(model_device(model))
     t = resolve_target(model, xd, target)[0]
-    phis = {k: call_explain(f, xd, t).detach() for k, f in suite.items()}
-    inf = infidelity(model, xd, {**phis, "_zero": torch.zeros_like(xd)}, perturbation, t, n_samples, normalize,
-                     seed + 1)
-    m = xd.shape[0] if n_sens_images is None else min(n_sens_images, xd.shape[0])
-    sens = {k: sensitivity_max(f, xd[:m], sens_radius, n_sens, seed=seed + 2, target=t[:m]) for k, f in suite.items()}
+    lim = {k: min(int(limits.get(k, len(xd))), len(xd)) if limits else len(xd) for k in suite}
+    if any(v < 1 for v in lim.values()):
+        raise ValueError(f"limits must be >= 1 inputs per explanation, got {dict(limits)}")
+    phis = {k: call_explain(f, xd[:lim[k]], t[:lim[k]]).detach() for k, f in suite.items()}
+    cuts = sorted({0, len(xd), *lim.values()})
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:]):                     # inputs a:b, scored with every explanation defined there
+        live = {k: v[a:b] for k, v in phis.items() if lim[k] >= b}
+        parts.append(infidelity(model, xd[a:b], {**live, "_zero": torch.zeros_like(xd[a:b])}, perturbation, t[a:b],
+                                n_samples, normalize, seed + 1))
+    inf = {k: torch.cat([p[k] for p in parts if k in p]) for k in [*phis, "_zero"]}
+    ms = {k: lim[k] if n_sens_images is None else min(lim[k], int(n_sens_images.get(k, lim[k]) if isinstance(
+        n_sens_images, Mapping) else n_sens_images)) for k in suite}
+    sens = {k: sensitivity_max(f, xd[:ms[k]], sens_radius, n_sens, seed=seed + 2, target=t[:ms[k]])
+            for k, f in suite.items() if ms[k] > 0}
     return {"infidelity": {k: inf[k] for k in phis}, "delta_f2": inf["_zero"], "sensitivity": sens,
             "explanations": {k: v.cpu() for k, v in phis.items()}}
 

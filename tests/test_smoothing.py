@@ -177,3 +177,32 @@ def test_smoothgrad_noise_follows_its_seed():
     model, x = TinyCNN().eval(), _x(2, shape=(1, 8, 8))
     a, b, c = (smooth(explainer(model, "grad"), "gaussian", 0.2, 4, seed=s)(x) for s in (0, 0, 1))
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_score_explanations_limits_equal_separate_calls():
+    """An explanation limited to the first m inputs scores exactly as a call on x[:m] (common random numbers)."""
+    from helpers.sanity import score_explanations
+
+    model, x = TinyCNN().eval(), _x(5, shape=(1, 8, 8))
+    suite = {"Grad": explainer(model, "grad"), "IG": explainer(model, "ig", n_steps=4)}
+    kw = dict(n_samples=40, n_sens=2, seed=3)
+    lim = score_explanations(model, x, suite, NoisyBaseline(0.2), limits={"IG": 2}, **kw)
+    full = score_explanations(model, x, suite, NoisyBaseline(0.2), **kw)
+    head = score_explanations(model, x[:2], suite, NoisyBaseline(0.2), **kw)
+    assert lim["infidelity"]["IG"].shape == (2,) and lim["sensitivity"]["IG"].shape == (2,)
+    torch.testing.assert_close(lim["infidelity"]["IG"], head["infidelity"]["IG"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lim["infidelity"]["Grad"], full["infidelity"]["Grad"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lim["delta_f2"], full["delta_f2"], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="limits"):
+        score_explanations(model, x, suite, NoisyBaseline(0.2), limits={"IG": 0}, **kw)
+
+
+def test_score_explanations_sensitivity_images_per_explanation():
+    from helpers.sanity import score_explanations
+
+    model, x = TinyCNN().eval(), _x(4, shape=(1, 8, 8))
+    suite = {"Grad": explainer(model, "grad"), "GBP": explainer(model, "gbp")}
+    sc = score_explanations(model, x, suite, NoisyBaseline(0.2), n_samples=20, n_sens=2, n_sens_images={"GBP": 1})
+    assert sc["sensitivity"]["Grad"].shape == (4,) and sc["sensitivity"]["GBP"].shape == (1,)
+    sc = score_explanations(model, x, suite, NoisyBaseline(0.2), n_samples=20, n_sens=2, n_sens_images={"GBP": 0})
+    assert "GBP" not in sc["sensitivity"]
