@@ -302,6 +302,33 @@ def infidelity_rows(ctx: Context) -> List[RowResult]:
                              "chunk_rate": chunk_rate, "times": tm.times})]
 
 
+@row("infidelity.shared", "infidelity of 8 explanations in one call vs one call per explanation")
+def infidelity_shared_rows(ctx: Context) -> List[RowResult]:
+    infid = need("helpers.infidelity", "infidelity")
+    pert = need("helpers.perturbations", "NoisyBaseline")
+    model = ctx.model("cnn")
+    n, s = ctx.sizes["infid_images"], max(1, ctx.sizes["infid_samples"] // 4)
+    x, _ = ctx.images(n)
+    t = predicted(model, x)
+    gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
+    attrs = {f"e{k}": torch.randn(x.shape, generator=gen, device=x.device) for k in range(8)}
+    nb = pert.NoisyBaseline(0.2)
+    fns = {"ours": lambda: infid.infidelity(model, x, attrs, nb, target=t, n_samples=s, seed=ctx.seed),
+           "one per explanation": lambda: {k: infid.infidelity(model, x, v, nb, target=t, n_samples=s, seed=ctx.seed)
+                                           for k, v in attrs.items()}}
+    tm = time_alternating(fns, **ctx.timing_kw())
+    both, each = fns["ours"](), fns["one per explanation"]()
+    chk = compare_tensors(torch.stack([both[k] for k in attrs]), torch.stack([each[k] for k in attrs]), rtol=1e-6)
+    return [RowResult(key="infidelity.shared", title="8 explanations on the same perturbations: one call vs 8",
+                      ours="infidelity.infidelity(dict)", reference="infidelity.infidelity per explanation",
+                      ours_s=tm.median("ours"), ref_s=tm.median("one per explanation"),
+                      ratio=tm.median("one per explanation") / tm.median("ours"), target=4.0,
+                      check="the same numbers: " + chk.text, check_ok=chk.ok,
+                      sizes=f"{n} images x {s} samples, NB σ=0.2, 8 random explanations",
+                      notes="common random numbers: f(x - I) is evaluated once for every explanation",
+                      extra={"times": tm.times})]
+
+
 # -------------------------------------------------------------------------------------------------- sensitivity
 
 
