@@ -73,7 +73,9 @@ def execute_notebook(path: Union[str, Path], *, scale: str = "quick", timeout: i
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # the kernel's own log stays at ERROR: its warning that a local kernel talks TCP without encryption (as every
+    # local Jupyter kernel does) would otherwise fill the console of `make run` once per notebook
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(path.parent)}})
     peak_kb = float("nan")
     t0 = time.perf_counter()
