@@ -324,12 +324,14 @@ def _full_summary(full: Mapping[str, Mapping[str, Any]], link_prefix: str) -> Li
     lines = [f"Measured by `SCALE=full make run` on {machine.get('cpu_cores', '?')} CPU cores ({machine.get('cpu', '?')}"
              f"{', GPU ' + machine['gpu'] if machine.get('gpu') else ', no GPU'}), {dates[0]}"
              f"{' to ' + dates[-1] if dates and dates[-1] != dates[0] else ''}, from commit{'s' if len(commits) > 1 else ''} "
-             f"{', '.join(commits)}{' (with uncommitted changes)' if dirty else ''}; the notebooks took "
+             f"{', '.join(commits)}{' (see the last column)' if dirty else ''}; the notebooks took "
              f"**{wall / 60:.1f} min** in all. Each row's numbers are the notebook's headline numbers with their 95 % CIs.\n"]
     rows = [{"notebook": f"[{name}]({link_prefix}notebooks/{name}.ipynb)",
              "verdict (computed by the notebook)": _one_line((r.get("summary") or {}).get("verdict", "—")),
              "headline numbers [95 % CI]": "; ".join(_headline(h) for h in (r.get("summary") or {}).get("headline", [])),
-             "wall (min)": round(float(r.get("provenance", {}).get("wall_seconds") or float("nan")) / 60, 1)}
+             "wall (min)": round(float(r.get("provenance", {}).get("wall_seconds") or float("nan")) / 60, 1),
+             "commit": str(r.get("provenance", {}).get("commit", "?"))[:7]
+             + (" + uncommitted changes" if r.get("provenance", {}).get("uncommitted_changes") else "")}
             for name, r in sorted(full.items())]
     return lines + [markdown_table(rows)]
 
