@@ -84,7 +84,9 @@ def provenance() -> Dict[str, Any]:
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit or "unknown",
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        # tracked files that differ from the commit; results/ is left out (a full run rewrites it as it goes)
+        "uncommitted_changes": [line.split(None, 1)[1] for line in _git("status", "--porcelain", "--untracked-files=no", "--",
+                                                              ".", ":!results").splitlines()] if commit else None,
         "machine": {"cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "platform": platform.platform(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
@@ -321,7 +323,7 @@ def _full_summary(full: Mapping[str, Mapping[str, Any]], link_prefix: str) -> Li
     machine = provs[0].get("machine", {}) if provs else {}
     wall = sum(float(p.get("wall_seconds") or 0) for p in provs)
     dirty = any(p.get("uncommitted_changes") for p in provs)
-    lines = [f"Measured by `SCALE=full make run` on {machine.get('cpu_cores', '?')} CPU cores ({machine.get('cpu', '?')}"
+    lines = [f"Measured with `SCALE=full` (`make run`, or `python -m helpers notebooks NB ...` for single notebooks) on {machine.get('cpu_cores', '?')} CPU cores ({machine.get('cpu', '?')}"
              f"{', GPU ' + machine['gpu'] if machine.get('gpu') else ', no GPU'}), {dates[0]}"
              f"{' to ' + dates[-1] if dates and dates[-1] != dates[0] else ''}, from commit{'s' if len(commits) > 1 else ''} "
              f"{', '.join(commits)}{' (see the last column)' if dirty else ''}; the notebooks took "
@@ -331,9 +333,15 @@ def _full_summary(full: Mapping[str, Mapping[str, Any]], link_prefix: str) -> Li
              "headline numbers [95 % CI]": "; ".join(_headline(h) for h in (r.get("summary") or {}).get("headline", [])),
              "wall (min)": round(float(r.get("provenance", {}).get("wall_seconds") or float("nan")) / 60, 1),
              "commit": str(r.get("provenance", {}).get("commit", "?"))[:7]
-             + (" + uncommitted changes" if r.get("provenance", {}).get("uncommitted_changes") else "")}
+             + _dirty(r.get("provenance", {}).get("uncommitted_changes"))}
             for name, r in sorted(full.items())]
     return lines + [markdown_table(rows)]
+
+
+def _dirty(changes: Any) -> str:
+    if not changes:
+        return ""
+    return " + uncommitted changes" + (f" ({', '.join(changes)})" if isinstance(changes, list) else "")
 
 
 def build_full_report(full_dir: Optional[Path] = None) -> Path:

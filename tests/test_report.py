@@ -104,6 +104,7 @@ def test_full_run_is_published_with_provenance_and_quick_run_shows_it_beside_its
     published = json.loads((full_dir / "01_demo.json").read_text())
     prov = published["provenance"]
     assert set(prov) >= {"date", "commit", "machine", "wall_seconds"} and prov["machine"]["cpu_cores"] >= 1
+    assert isinstance(prov["uncommitted_changes"], list) and not any(p.startswith("results") for p in prov["uncommitted_changes"])
     assert prov["wall_seconds"] > 0 and (full_dir / published["figures"]["curve"]).stat().st_size > 500
     assert "published" in capsys.readouterr().out
 
