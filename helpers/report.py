@@ -212,7 +212,7 @@ def paper_scale_table(name: str, summary: Mapping[str, Any], full_dir: Optional[
 
     when = str(prov.get("date", "?"))[:10]
     head = (f"Paper scale (results/full/{name}.json: SCALE=full, {when}, commit {str(prov.get('commit', '?'))[:7]}, "
-            f"{_fmt((prov.get('wall_seconds') or float('nan')) / 60)} min on {prov.get('machine', {}).get('cpu_cores', '?')} "
+            f"{(prov.get('wall_seconds') or float('nan')) / 60:.1f} min on {prov.get('machine', {}).get('cpu_cores', '?')} "
             "CPU cores) beside this run:")
     verdict = f"Paper-scale verdict: {fsum.get('verdict', '(none saved)')}"
     return "\n".join([head, pd.DataFrame(rows).to_string(index=False), verdict])
