@@ -69,16 +69,26 @@ def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[
         W: ``N x S x d`` (or ``S x d``, shared by every input); diff: ``N x S``; weights: ``N x S`` or ``S``.
         second_moment: ``(u, D)`` (``N x d`` each) when ``E[W] = u`` and ``E[WWᵀ] = u uᵀ + diag(D)`` are known:
             the control-variate estimate and an O(S d) Sherman-Morrison solve; else the sampled least squares.
-    Returns: ``N x d`` explanations (float64 sums and solves, float32 result).
+    Returns: ``N x d`` explanations (float64 sums and solves, float32 result; the closed form multiplies ``W`` in its
+    own dtype by the centred, float64-weighted ``diff``).
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
-    Wd, y = (W if W.dim() == 3 else W.unsqueeze(0)).double(), diff.double()
+    W3, y = (W if W.dim() == 3 else W.unsqueeze(0)), diff.double()
     w = (torch.ones_like(y) if weights is None else weights.double()).expand(y.shape)
+    if second_moment is not None:
+        # with c known up front, W multiplies the centred (y - c), which does not cancel: no float64 copy of W needed
+        u, dg = (t.double().flatten(1).to(y.device) for t in second_moment)
+        sw = w.sum(1, keepdim=True)
+        c = (w * y).sum(1, keepdim=True) / sw
+        v = (w * (y - c) / sw).to(W3.dtype)
+        r = torch.matmul(v.unsqueeze(1), W3).squeeze(1).double() + c * u                   # E[W (y - c)] + c u
+        return sherman_morrison(u, dg + ridge, r).float()
+    Wd = W3.double()
     if second_moment is None and Wd.shape[0] == 1 and not bool((w == w[:1]).all()):
         raise ValueError("a shared W needs the same weights for every input")
-    gram = None if second_moment is not None else torch.matmul((Wd * w[: Wd.shape[0]].unsqueeze(-1)).transpose(1, 2), Wd)
-    return _solve(_sums(Wd, y, w), gram, ridge, second_moment)
+    gram = torch.matmul((Wd * w[: Wd.shape[0]].unsqueeze(-1)).transpose(1, 2), Wd)
+    return _solve(_sums(Wd, y, w), gram, ridge)
 
 
 def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=None, n_samples: Optional[int] = None,

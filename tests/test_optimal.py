@@ -174,3 +174,16 @@ def test_optimal_from_samples_with_fewer_samples_than_inputs():
     batch = optimal_from_samples(W, diff, w, ridge=1e-3)
     for k in range(5):
         torch.testing.assert_close(batch[k], optimal_from_samples(W[k:k + 1], diff[k:k + 1], w[k:k + 1], ridge=1e-3)[0])
+
+
+def test_closed_form_keeps_float64_accuracy_on_offset_samples():
+    """The closed form multiplies float32 W by the centred Δf: on samples far from zero it still matches float64."""
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(1, 20_000, 50, generator=g) * 0.2 + 0.3
+    y = torch.randn(2, 20_000, generator=g) + 50.0
+    u, D = torch.randn(2, 50, generator=g), torch.rand(2, 50, generator=g) + 0.1
+    c = y.double().mean(1, keepdim=True)
+    r = torch.einsum("sd,ns->nd", W[0].double(), y.double() - c) / 20_000 + c * u.double()
+    ref = sherman_morrison(u.double(), D.double(), r)
+    got = optimal_from_samples(W, y, second_moment=(u, D))
+    torch.testing.assert_close(got.double(), ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-5)
