@@ -203,9 +203,8 @@ def paper_scale_table(name: str, summary: Mapping[str, Any], full_dir: Optional[
     full = json.loads(path.read_text())
     prov, fsum = full.get("provenance", {}), full.get("summary") or {}
     fheads = {h["name"]: h for h in fsum.get("headline", [])}
-    names = [h["name"] for h in summary.get("headline", [])]
-    names += [n for n in fheads if n not in names]
     ours = {h["name"]: h for h in summary.get("headline", [])}
+    names = list(ours) + [n for n in fheads if n not in ours]
     rows = [{"headline number": n, "this run [95% CI]": _with_ci(ours.get(n)),
              "paper scale [95% CI]": _with_ci(fheads.get(n))} for n in names]
     import pandas as pd
@@ -247,12 +246,8 @@ def markdown_table(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _headline(h: Mapping[str, Any]) -> str:
-    unit = h.get("unit", "")
-    text = f"{h['name']} {_fmt(h['value'])}{unit}"
-    if h.get("ci"):
-        lo, hi = h["ci"]
-        text += f" [{_fmt(lo)}, {_fmt(hi)}]" + ("" if lo <= h["value"] <= hi else " (estimate outside its CI!)")
-    return text
+    outside = h.get("ci") and not h["ci"][0] <= h["value"] <= h["ci"][1]
+    return f"{h['name']} {_with_ci(h)}" + (" (estimate outside its CI!)" if outside else "")
 
 
 def summary_table(all_results: List[Mapping[str, Any]], full: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
