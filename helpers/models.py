@@ -37,7 +37,7 @@ Device = Optional[Union[str, torch.device]]
 
 
 class MnistCNN(nn.Module):
-    """conv(1->16, 5x5) - ReLU - maxpool - conv(16->32, 5x5) - ReLU - maxpool - fc(1568->128) - ReLU - [dropout] - fc(10).
+    """conv(1->16, 5x5)-ReLU-maxpool-conv(16->32, 5x5)-ReLU-maxpool-fc(1568->128)-ReLU-[dropout]-fc(10).
 
     Input ``N x 1 x 28 x 28`` in [0, 1]; output logits ``N x 10``.
     """
@@ -89,18 +89,16 @@ class ModelSpec:
     lr: float = 2e-3
     batch_size: int = 128
     adversarial_eps: float = 0.0
-    min_test_accuracy: float = 0.0
     note: str = ""
 
 
 _SPECS: Dict[str, ModelSpec] = {
-    "cnn": ModelSpec(lambda: MnistCNN(), epochs=5, min_test_accuracy=0.99, note="ReLU CNN"),
-    "mlp": ModelSpec(lambda: MnistMLP(), epochs=5, min_test_accuracy=0.975, note="ReLU MLP"),
-    "mlp_softplus": ModelSpec(lambda: MnistMLP(activation=nn.Softplus), epochs=8, min_test_accuracy=0.97,
+    "cnn": ModelSpec(MnistCNN, epochs=5, note="ReLU CNN"),
+    "mlp": ModelSpec(MnistMLP, epochs=5, note="ReLU MLP"),
+    "mlp_softplus": ModelSpec(lambda: MnistMLP(nn.Softplus), epochs=8,
                               note="smooth (Softplus) MLP for the Hessian check"),
-    "cnn_dropout": ModelSpec(lambda: MnistCNN(dropout=0.25), epochs=5, min_test_accuracy=0.985,
-                             note="CNN with dropout p=0.25 for MC dropout"),
-    "cnn_robust": ModelSpec(lambda: MnistCNN(), epochs=3, adversarial_eps=ROBUST_EPS, min_test_accuracy=0.97,
+    "cnn_dropout": ModelSpec(lambda: MnistCNN(0.25), epochs=5, note="CNN with dropout p=0.25 for MC dropout"),
+    "cnn_robust": ModelSpec(MnistCNN, epochs=3, adversarial_eps=ROBUST_EPS,
                             note=f"FGSM-RS adversarial training, eps={ROBUST_EPS}"),
 }
 MODEL_NAMES = tuple(_SPECS)
@@ -175,7 +173,7 @@ def train_model(name: str, *, seed: int = 0, device: Device = None, progress: bo
     from .data import load_mnist
 
     spec = _check_name(name)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = torch.device(device or default_device())
     torch.manual_seed(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = spec.build().to(dev)
@@ -205,10 +203,9 @@ def train_model(name: str, *, seed: int = 0, device: Device = None, progress: bo
 def model_info(name: str) -> Dict[str, object]:
     """Metadata of model ``name`` (training it first if it is not cached)."""
     _check_name(name)
-    _, meta_path = _paths(name)
     if not _cache_valid(name):
         return train_model(name)
-    return json.loads(meta_path.read_text())
+    return json.loads(_paths(name)[1].read_text())
 
 
 def _cache_valid(name: str) -> bool:
@@ -235,10 +232,7 @@ def get_model(name: str = "cnn", device: Device = None) -> nn.Module:
     The first call trains the model (with a progress bar) and caches it; later calls load it in well under a second.
     """
     spec = _check_name(name)
-    if not _cache_valid(name):
-        train_model(name)
-    weights, _ = _paths(name)
+    model_info(name)  # trains and caches the model on first use
     model = spec.build()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    dev = torch.device(device) if device is not None else default_device()
-    return model.to(dev).eval()
+    model.load_state_dict(torch.load(_paths(name)[0], map_location="cpu", weights_only=True))
+    return model.to(device or default_device()).eval()

@@ -63,15 +63,6 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
-    return found.group(1).strip() if found else platform.machine()
-
-
 def provenance() -> Dict[str, Any]:
     """When, from which commit and on which machine this process measured its results.
 
@@ -81,30 +72,30 @@ def provenance() -> Dict[str, Any]:
     import psutil
 
     commit = _git("rev-parse", "HEAD")
+    # tracked files that differ from the commit; results/ is left out (a full run rewrites it as it goes)
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+    cpuinfo = Path("/proc/cpuinfo")
+    cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), flags=re.M) if cpuinfo.exists() else None
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit or "unknown",
-        # tracked files that differ from the commit; results/ is left out (a full run rewrites it as it goes)
-        "uncommitted_changes": [line.split(None, 1)[1] for line in _git("status", "--porcelain", "--untracked-files=no", "--",
-                                                              ".", ":!results").splitlines()] if commit else None,
-        "machine": {"cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "platform": platform.platform(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "uncommitted_changes": [line.split(None, 1)[1] for line in status.splitlines()] if commit else None,
+        "machine": {"cpu": cpu.group(1).strip() if cpu else platform.machine(), "cpu_cores": os.cpu_count(),
+                    "platform": platform.platform(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "wall_seconds": round(time.time() - psutil.Process().create_time(), 1),
     }
 
 
 def _plain(obj: Any) -> Any:
-    """Convert numpy / torch values (recursively) to JSON-friendly Python values."""
+    """Convert numpy / torch values (recursively) to JSON-friendly Python values; NaN becomes None."""
     if isinstance(obj, Mapping):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _plain(obj.detach().cpu().tolist())
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
         return _plain(obj.tolist())
-    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+    if isinstance(obj, float) and obj != obj:
         return None
     return obj
 
@@ -121,13 +112,13 @@ def check_summary(summary: Mapping[str, Any]) -> Dict[str, Any]:
     if not isinstance(heads, (list, tuple)) or len(heads) > 4:
         raise ValueError(f"summary['headline'] must be a list of at most 4 numbers, got {heads!r}")
     for i, h in enumerate(heads):
-        ci = h.get("ci") if isinstance(h, Mapping) else None
-        if not isinstance(h, Mapping) or not isinstance(h.get("name"), str) or not isinstance(_plain(h.get("value")),
-                                                                                              (int, float)):
-            raise ValueError(f"summary['headline'][{i}] must be {{'name': str, 'value': number, 'ci': [lo, hi]}}, "
-                             f"got {h!r}")
+        where = f"summary['headline'][{i}]"
+        if not (isinstance(h, Mapping) and isinstance(h.get("name"), str)
+                and isinstance(_plain(h.get("value")), (int, float))):
+            raise ValueError(f"{where} must be {{'name': str, 'value': number, 'ci': [lo, hi]}}, got {h!r}")
+        ci = h.get("ci")
         if ci is not None and (len(ci) != 2 or not float(ci[0]) <= float(ci[1])):
-            raise ValueError(f"summary['headline'][{i}]['ci'] must be [low, high] with low <= high, got {ci!r}")
+            raise ValueError(f"{where}['ci'] must be [low, high] with low <= high, got {ci!r}")
     return _plain(dict(summary))
 
 
@@ -139,31 +130,32 @@ def save_results(name: str, results: Mapping[str, Any], *, summary: Optional[Map
     Figures (matplotlib ``Figure`` objects) go to ``build/results/<name>/<key>.png``; what a figure breaks of the
     :mod:`helpers.plots` style is printed. All writes are atomic. Returns the JSON path.
     """
+    from .plots import problems
+
     if not name or "/" in name:
         raise ValueError(f"name must be a plain file stem like '01_abc_confidence', got {name!r}")
     out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    payload: Dict[str, Any] = {
+    figures = figures or {}
+    for key, fig in figures.items():
+        for problem in problems(fig) if hasattr(fig, "draw_without_rendering") else []:
+            print(f"figure {key!r}: {problem}")
+    payload = {
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
         "summary": check_summary(summary) if summary is not None else None,
         "results": _plain(dict(results)),
         "tables": _plain(dict(tables or {})),
-        "figures": {},
+        "figures": _save_figures(figures, out_dir, name, dpi=110),
     }
-    from .plots import problems
-
-    for key, fig in (figures or {}).items():
-        for problem in problems(fig) if hasattr(fig, "draw_without_rendering") else []:
-            print(f"figure {key!r}: {problem}")
-        png = out_dir / name / f"{key}.png"
-        with atomic_path(png, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        payload["figures"][key] = str(png.relative_to(out_dir))
     path = out_dir / f"{name}.json"
     atomic_write_json(path, payload)
     if results_dir is None and payload["environment"]["scale"] == "full":
-        _publish_full(name, payload, figures or {})
+        # the committed copy, with its provenance and small figures
+        full_figures = _save_figures(figures, FULL_RESULTS_DIR, name, dpi=FULL_FIGURE_DPI)
+        full = dict(payload, provenance=provenance(), figures=full_figures)
+        atomic_write_json(FULL_RESULTS_DIR / f"{name}.json", full)
+        print(f"paper-scale result published to {os.path.relpath(FULL_RESULTS_DIR / name, PROJECT_ROOT)}.json")
     elif results_dir is None and payload["summary"] is not None:
         table = paper_scale_table(name, payload["summary"])
         if table:
@@ -171,56 +163,14 @@ def save_results(name: str, results: Mapping[str, Any], *, summary: Optional[Map
     return path
 
 
-def _publish_full(name: str, payload: Dict[str, Any], figures: Mapping[str, Any]) -> Path:
-    """Copy a full-scale result to ``results/full/`` with its provenance; figures at a small resolution."""
-    full = dict(payload, provenance=provenance(), figures={})
+def _save_figures(figures: Mapping[str, Any], out_dir: Path, name: str, dpi: int) -> Dict[str, str]:
+    """Save each figure as ``out_dir/<name>/<key>.png``; return ``{key: path relative to out_dir}``."""
+    paths = {}
     for key, fig in figures.items():
-        png = FULL_RESULTS_DIR / name / f"{key}.png"
-        with atomic_path(png, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=FULL_FIGURE_DPI, bbox_inches="tight")
-        full["figures"][key] = str(png.relative_to(FULL_RESULTS_DIR))
-    path = FULL_RESULTS_DIR / f"{name}.json"
-    atomic_write_json(path, full)
-    print(f"paper-scale result published to {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
-    return path
-
-
-def _with_ci(h: Optional[Mapping[str, Any]]) -> str:
-    if h is None:
-        return "—"
-    text = f"{_fmt(h['value'])}{h.get('unit', '')}"
-    return text + (f" [{_fmt(h['ci'][0])}, {_fmt(h['ci'][1])}]" if h.get("ci") else "")
-
-
-def paper_scale_table(name: str, summary: Mapping[str, Any], full_dir: Optional[Path] = None) -> str:
-    """Text that sets this run's headline numbers beside the committed paper-scale ones of notebook ``name``.
-
-    Returns ``""`` when ``results/full/<name>.json`` does not exist.
-    """
-    path = Path(full_dir or FULL_RESULTS_DIR) / f"{name}.json"
-    if not path.exists():
-        return ""
-    full = json.loads(path.read_text())
-    prov, fsum = full.get("provenance", {}), full.get("summary") or {}
-    fheads = {h["name"]: h for h in fsum.get("headline", [])}
-    ours = {h["name"]: h for h in summary.get("headline", [])}
-    names = list(ours) + [n for n in fheads if n not in ours]
-    rows = [{"headline number": n, "this run [95% CI]": _with_ci(ours.get(n)),
-             "paper scale [95% CI]": _with_ci(fheads.get(n))} for n in names]
-    import pandas as pd
-
-    when = str(prov.get("date", "?"))[:10]
-    head = (f"Paper scale (results/full/{name}.json: SCALE=full, {when}, commit {str(prov.get('commit', '?'))[:7]}, "
-            f"{(prov.get('wall_seconds') or float('nan')) / 60:.1f} min on {prov.get('machine', {}).get('cpu_cores', '?')} "
-            "CPU cores) beside this run:")
-    verdict = f"Paper-scale verdict: {fsum.get('verdict', '(none saved)')}"
-    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), verdict])
-
-
-def load_results(results_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
-    """All results files in ``results_dir`` (default ``build/results``), sorted by name."""
-    d = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+        with atomic_path(out_dir / name / f"{key}.png", suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        paths[key] = f"{name}/{key}.png"
+    return paths
 
 
 def _fmt(v: Any) -> str:
@@ -232,47 +182,80 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _with_ci(h: Optional[Mapping[str, Any]]) -> str:
+    """``"0.912 [0.894, 0.929]"``: a headline number with its unit and 95 % CI; ``"—"`` for None."""
+    if h is None:
+        return "—"
+    ci = f" [{_fmt(h['ci'][0])}, {_fmt(h['ci'][1])}]" if h.get("ci") else ""
+    return f"{_fmt(h['value'])}{h.get('unit', '')}{ci}"
+
+
+def _headlines(res: Optional[Mapping[str, Any]]) -> str:
+    """The headline numbers of a results file with their CIs, on one line; an estimate outside its CI is flagged."""
+    parts = []
+    for h in ((res or {}).get("summary") or {}).get("headline", []):
+        outside = h.get("ci") and not h["ci"][0] <= h["value"] <= h["ci"][1]
+        parts.append(f"{h['name']} {_with_ci(h)}" + (" (estimate outside its CI!)" if outside else ""))
+    return "; ".join(parts)
+
+
+def _summary_row(notebook: str, res: Mapping[str, Any]) -> Dict[str, str]:
+    """A notebook's row of a summary table: its verdict (on one line) and headline numbers."""
+    verdict = (res.get("summary") or {}).get("verdict", "_(no summary saved)_")
+    one_line = " ".join(verdict.replace("|", "/").split())
+    return {"notebook": notebook, "verdict (computed by the notebook)": one_line,
+            "headline numbers [95 % CI]": _headlines(res)}
+
+
+def _commit(prov: Mapping[str, Any]) -> str:
+    """The short commit of a provenance, and the files that differed from it."""
+    changes = prov.get("uncommitted_changes")
+    return str(prov.get("commit", "?"))[:7] + (f" + uncommitted changes ({', '.join(changes)})" if changes else "")
+
+
+def paper_scale_table(name: str, summary: Mapping[str, Any], full_dir: Optional[Path] = None) -> str:
+    """Text that sets this run's headline numbers beside the committed paper-scale ones of notebook ``name``.
+
+    Returns ``""`` when ``results/full/<name>.json`` does not exist.
+    """
+    import pandas as pd
+
+    path = Path(full_dir or FULL_RESULTS_DIR) / f"{name}.json"
+    if not path.exists():
+        return ""
+    full = json.loads(path.read_text())
+    prov, full_summary = full.get("provenance", {}), full.get("summary") or {}
+    ours = {h["name"]: h for h in summary.get("headline", [])}
+    theirs = {h["name"]: h for h in full_summary.get("headline", [])}
+    rows = [{"headline number": n, "this run [95% CI]": _with_ci(ours.get(n)),
+             "paper scale [95% CI]": _with_ci(theirs.get(n))} for n in {**ours, **theirs}]
+    minutes = (prov.get("wall_seconds") or float("nan")) / 60
+    head = (f"Paper scale (results/full/{name}.json: SCALE=full, {str(prov.get('date', '?'))[:10]}, "
+            f"commit {_commit(prov)}, {minutes:.1f} min on {prov.get('machine', {}).get('cpu_cores', '?')} "
+            "CPU cores) beside this run:")
+    verdict = f"Paper-scale verdict: {full_summary.get('verdict', '(none saved)')}"
+    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), verdict])
+
+
+def load_results(results_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """All results files in ``results_dir`` (default ``build/results``), sorted by name."""
+    d = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def _full_results(full_dir: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
+    return {r["name"]: r for r in load_results(Path(full_dir or FULL_RESULTS_DIR))}
+
+
 def markdown_table(rows: Iterable[Mapping[str, Any]]) -> str:
     """Render a list of row dicts as a GitHub markdown table (columns in first-seen order)."""
     rows = list(rows)
     if not rows:
         return "_(empty)_\n"
-    cols: List[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in cols)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def _headline(h: Mapping[str, Any]) -> str:
-    outside = h.get("ci") and not h["ci"][0] <= h["value"] <= h["ci"][1]
-    return f"{h['name']} {_with_ci(h)}" + (" (estimate outside its CI!)" if outside else "")
-
-
-def summary_table(all_results: List[Mapping[str, Any]], full: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
-    """The one-page summary: one row per notebook, its verdict and headline numbers with 95 % CIs.
-
-    ``full`` (notebook name -> its paper-scale results) adds a column with the paper-scale headline numbers.
-    """
-    rows = []
-    for res in all_results:
-        s = res.get("summary") or {}
-        row = {"notebook": res["name"], "verdict": _one_line(s.get("verdict", "_(no summary saved)_")),
-               "headline numbers [95 % CI]": "; ".join(_headline(h) for h in s.get("headline", []))}
-        if full is not None:
-            fs = (full.get(res["name"]) or {}).get("summary") or {}
-            row["paper scale (results/full)"] = "; ".join(_headline(h) for h in fs.get("headline", [])) or "—"
-        rows.append(row)
-    return markdown_table(rows)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.replace("|", "/").split())
-
-
-def _full_results(full_dir: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
-    return {r["name"]: r for r in load_results(Path(full_dir or FULL_RESULTS_DIR))}
 
 
 def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None,
@@ -286,26 +269,27 @@ def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None,
     all_results = load_results(d)
     quick = any(r["environment"].get("scale") != "full" for r in all_results)
     full = _full_results(full_dir) if quick else {}
-    parts = ["# Results of the notebook collection\n"]
-    if quick:
-        parts.append(QUICK_BANNER)
-    parts.append("Every number was measured by the notebooks in `notebooks/` (executed copies in `build/notebooks/`).\n")
+    rows = [_summary_row(res["name"], res) for res in all_results]
+    if full:
+        for row, res in zip(rows, all_results):
+            row["paper scale (results/full)"] = _headlines(full.get(res["name"])) or "—"
+    parts = ["# Results of the notebook collection\n"] + ([QUICK_BANNER] if quick else [])
+    parts.append("Every number was measured by the notebooks in `notebooks/` "
+                 "(executed copies in `build/notebooks/`).\n")
     if all_results:
         env = all_results[0]["environment"]
         parts.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n")
-    parts += ["## Summary\n", summary_table(all_results, full or None), "\n## Appendix: every number and table\n"]
+    parts += ["## Summary\n", markdown_table(rows), "\n## Appendix: every number and table\n"]
     for res in all_results:
+        env = res["environment"]
         parts.append(f"\n### {res['name']}\n")
-        parts.append(f"_run {res['created']}, scale {res['environment'].get('scale')}, "
-                     f"device {res['environment'].get('device')}_\n")
-        scalars = [{"key": k, "value": v} for k, v in res["results"].items()]
-        if scalars:
-            parts.append(markdown_table(scalars))
-        for tname, rows in res.get("tables", {}).items():
-            parts.append(f"\n**{tname}**\n\n" + markdown_table(rows))
-        for fkey, rel in res.get("figures", {}).items():
-            rel_to_build = Path(d.name) / rel if d.parent == out.parent else d / rel
-            parts.append(f"\n![{fkey}]({rel_to_build.as_posix()})\n")
+        parts.append(f"_run {res['created']}, scale {env.get('scale')}, device {env.get('device')}_\n")
+        if res["results"]:
+            parts.append(markdown_table({"key": k, "value": v} for k, v in res["results"].items()))
+        for title, table in res.get("tables", {}).items():
+            parts.append(f"\n**{title}**\n\n" + markdown_table(table))
+        for key, rel in res.get("figures", {}).items():
+            parts.append(f"\n![{key}]({Path(os.path.relpath(d / rel, out.parent)).as_posix()})\n")
     atomic_write_bytes(out, "\n".join(parts).encode())
     return out
 
@@ -313,30 +297,26 @@ def build_report(results_dir: Optional[Path] = None, out: Optional[Path] = None,
 def _full_summary(full: Mapping[str, Mapping[str, Any]], link_prefix: str) -> List[str]:
     """Markdown lines: where the paper-scale run came from, and one row per notebook (verdict, numbers, wall time)."""
     provs = [r.get("provenance", {}) for r in full.values()]
-    commits = sorted({str(p.get("commit", "?"))[:7] for p in provs})
+    machine = provs[0].get("machine", {})
+    gpu = f"GPU {machine['gpu']}" if machine.get("gpu") else "no GPU"
     dates = sorted(str(p.get("date", "?"))[:10] for p in provs)
-    machine = provs[0].get("machine", {}) if provs else {}
-    wall = sum(float(p.get("wall_seconds") or 0) for p in provs)
-    dirty = any(p.get("uncommitted_changes") for p in provs)
-    lines = [f"Measured with `SCALE=full` (`make run`, or `python -m helpers notebooks NB ...` for single notebooks) on {machine.get('cpu_cores', '?')} CPU cores ({machine.get('cpu', '?')}"
-             f"{', GPU ' + machine['gpu'] if machine.get('gpu') else ', no GPU'}), {dates[0]}"
-             f"{' to ' + dates[-1] if dates and dates[-1] != dates[0] else ''}, from commit{'s' if len(commits) > 1 else ''} "
-             f"{', '.join(commits)}{' (see the last column)' if dirty else ''}; the notebooks took "
-             f"**{wall / 60:.1f} min** in all. Each row's numbers are the notebook's headline numbers with their 95 % CIs.\n"]
-    rows = [{"notebook": f"[{name}]({link_prefix}notebooks/{name}.ipynb)",
-             "verdict (computed by the notebook)": _one_line((r.get("summary") or {}).get("verdict", "—")),
-             "headline numbers [95 % CI]": "; ".join(_headline(h) for h in (r.get("summary") or {}).get("headline", [])),
-             "wall (min)": round(float(r.get("provenance", {}).get("wall_seconds") or float("nan")) / 60, 1),
-             "commit": str(r.get("provenance", {}).get("commit", "?"))[:7]
-             + _dirty(r.get("provenance", {}).get("uncommitted_changes"))}
-            for name, r in sorted(full.items())]
-    return lines + [markdown_table(rows)]
-
-
-def _dirty(changes: Any) -> str:
-    if not changes:
-        return ""
-    return " + uncommitted changes" + (f" ({', '.join(changes)})" if isinstance(changes, list) else "")
+    commits = sorted({str(p.get("commit", "?"))[:7] for p in provs})
+    commits_text = ("commits " if len(commits) > 1 else "commit ") + ", ".join(commits)
+    if any(p.get("uncommitted_changes") for p in provs):
+        commits_text += " (see the last column)"
+    minutes = sum(float(p.get("wall_seconds") or 0) for p in provs) / 60
+    intro = ("Measured with `SCALE=full` (`make run`, or `python -m helpers notebooks NB ...` for single notebooks) "
+             f"on {machine.get('cpu_cores', '?')} CPU cores ({machine.get('cpu', '?')}, {gpu}), "
+             f"{dates[0] if dates[0] == dates[-1] else f'{dates[0]} to {dates[-1]}'}, from {commits_text}; "
+             f"the notebooks took **{minutes:.1f} min** in all. "
+             "Each row's numbers are the notebook's headline numbers with their 95 % CIs.\n")
+    rows = []
+    for name, r in sorted(full.items()):
+        prov = r.get("provenance", {})
+        rows.append({**_summary_row(f"[{name}]({link_prefix}notebooks/{name}.ipynb)", r),
+                     "wall (min)": round(float(prov.get("wall_seconds") or float("nan")) / 60, 1),
+                     "commit": _commit(prov)})
+    return [intro, markdown_table(rows)]
 
 
 def build_full_report(full_dir: Optional[Path] = None) -> Path:
@@ -349,9 +329,8 @@ def build_full_report(full_dir: Optional[Path] = None) -> Path:
              "Generated by `python -m helpers report` from the JSON files beside this page; do not edit by hand.\n",
              *_full_summary(full, "../../"), "\n## Figures\n"]
     for name, r in sorted(full.items()):
-        figs = r.get("figures", {})
-        if figs:
-            parts.append(f"- **{name}**: " + ", ".join(f"[{k}]({v})" for k, v in figs.items()))
+        if r.get("figures"):
+            parts.append(f"- **{name}**: " + ", ".join(f"[{k}]({v})" for k, v in r["figures"].items()))
     parts.append("\nEvery other number and table of each notebook is in its JSON file (`results`, `tables`).\n")
     out = d / "REPORT.md"
     atomic_write_bytes(out, "\n".join(parts).encode())
@@ -368,9 +347,10 @@ def update_readme(readme: Optional[Path] = None, full_dir: Optional[Path] = None
     if not full:
         return False
     rel = Path(full_dir or FULL_RESULTS_DIR).resolve().relative_to(readme.parent.resolve()).as_posix()
-    body = "\n".join(["", *_full_summary(full, ""), f"The one-page report with the figures: [`{rel}/REPORT.md`]({rel}/REPORT.md).", ""])
+    link = f"The one-page report with the figures: [`{rel}/REPORT.md`]({rel}/REPORT.md)."
     head, rest = text.split(README_START, 1)
-    new = head + README_START + body + README_END + rest.split(README_END, 1)[1]
+    new = head + README_START + "\n".join(["", *_full_summary(full, ""), link, ""]) + README_END
+    new += rest.split(README_END, 1)[1]
     if new != text:
         atomic_write_bytes(readme, new.encode())
     return new != text
