@@ -18,9 +18,8 @@ multipliers ``G`` (``A = G * (x - b)`` for the path methods) and the references 
 ``baseline=`` is one value per input (a name of :mod:`helpers.baselines`, a number, one input or ``N x ...``);
 ``references=`` a set of ``K`` references for ``"expected_gradients"`` / ``"deepshap"`` (a name, ``K x ...`` shared
 or ``N x K x ...``; default ``"train"``, MNIST only). A model may take a tuple of inputs and
-``additional_forward_args`` (as in captum); then ``attribute`` returns a tuple. Randomness (noise, random points,
-random baselines) is a pure function of ``(seed, sample index)``, the same for every input (common random numbers),
-so an input's result depends neither on the chunk size nor on its position in the batch.
+``additional_forward_args`` (as in captum); then ``attribute`` returns a tuple. Random noise, points and baselines
+are the same for every input (:mod:`helpers.batching`): a result depends neither on the chunk size nor on the batch.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .baselines import BASELINES, MNIST_RANGE, BaselineLike, make_baseline, make_references
@@ -85,8 +86,6 @@ def integration_points(n_steps: int, rule: str = "gausslegendre") -> Tuple[torch
     captum's points and weights, except ``"riemann_trapezoid"``, whose weights here are ``1/(n-1)`` (captum's sum
     to ``(n-1)/n``, so its IG on a linear model comes out ``(n-1)/n`` too small).
     """
-    import numpy as np
-
     n = check_n_samples(n_steps, "n_steps")
     f64 = dict(dtype=torch.float64)
     if rule == "gausslegendre":
@@ -157,15 +156,14 @@ def _by_path(job: _Job, a: int, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def _by_deepshap(job: _Job, a: int, b: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    x, m, t = job.x, b - a, job.target[a:b]
-    if deepshap_chain(job.model) is not None:      # one forward of inputs and references, one backward of pairs
-        return deepshap_multipliers(job.model, x[a:b], job.refs if job.refs.shape[0] == 1 else job.refs[a:b], t)
-    r = job.ref_rows(a, b)
-    k, xa = r.shape[1], x[a:b].unsqueeze(1)
-    xe = xa.expand(m, k, *x.shape[1:]).reshape(m * k, *x.shape[1:])
-    mult = deeplift_multipliers(job.model, xe, r.reshape(m * k, *x.shape[1:]), t.repeat_interleave(k))
-    mult = mult.view(m, k, *x.shape[1:])
-    return ((xa - r) * mult).mean(1), mult.mean(1)
+    x, t = job.x[a:b], job.target[a:b]
+    if deepshap_chain(job.model, x) is not None:      # one forward of inputs and references, one backward of pairs
+        return deepshap_multipliers(job.model, x, job.refs if job.refs.shape[0] == 1 else job.refs[a:b], t)
+    r = job.ref_rows(a, b)                                                    # the general version, pair by pair
+    xe = x.unsqueeze(1).expand_as(r)
+    mult = deeplift_multipliers(job.model, xe.flatten(0, 1), r.flatten(0, 1), t.repeat_interleave(r.shape[1]))
+    mult = mult.view_as(r)
+    return ((xe - r) * mult).mean(1), mult.mean(1)
 
 
 #: method -> (rows a:b -> (A, G), gradient rows per input; the deepshap chain chunks its pairs itself)
@@ -175,17 +173,16 @@ _METHODS: Dict[str, Tuple[Callable[[_Job, int, int], Tuple[torch.Tensor, torch.T
     "smoothgrad": (_by_smoothgrad, lambda j: j.opts["n_samples"]),
     "ig": (_by_path, lambda j: j.refs.shape[1] * (j.opts["n_steps"] or 1)),
     "expected_gradients": (_by_path, lambda j: j.refs.shape[1] * (j.opts["n_steps"] or 1)),
-    "deepshap": (_by_deepshap, lambda j: 1 if deepshap_chain(j.model) is not None else 2 * j.refs.shape[1]),
+    "deepshap": (_by_deepshap, lambda j: 1 if deepshap_chain(j.model, j.x) is not None else 2 * j.refs.shape[1]),
 }
 
 
 def _check_additivity(job: _Job, attr: torch.Tensor) -> None:
     """Warn where DeepSHAP's ``sum A`` misses ``f_t(x) - mean_k f_t(r_k)`` (a model part without a rule)."""
-    n, k = job.x.shape[0], job.refs.shape[1]
-    fx = forward(job.model, job.x).gather(1, job.target.view(-1, 1)).squeeze(1)
-    fr = forward(job.model, job.refs.reshape(-1, *job.x.shape[1:])).view(job.refs.shape[0], k, -1)
-    fr = fr.expand(n, k, fr.shape[2]).gather(2, job.target.view(-1, 1, 1).expand(n, k, 1)).mean((1, 2))
-    delta = fx - fr
+    n, t = job.x.shape[0], job.target
+    rows = torch.arange(n, device=t.device)
+    fr = forward(job.model, job.refs.flatten(0, 1)).view(*job.refs.shape[:2], -1).expand(n, -1, -1)
+    delta = forward(job.model, job.x)[rows, t] - fr[rows, :, t].mean(1)
     gap = (attr.flatten(1).sum(1) - delta).abs()
     bad = gap > ADDITIVITY_TOL * (1 + delta.abs())
     if bool(bad.any()):
@@ -197,7 +194,7 @@ def _check_additivity(job: _Job, attr: torch.Tensor) -> None:
 
 def _resolve_refs(method: str, c: Classifier, baseline: Any, references: Any, o: Dict[str, Any]) -> torch.Tensor:
     """The ``(1|N) x K x ...`` references of ``c.x``; tuples of per-input values are packed like ``c.x``."""
-    x, kw = c.x, dict(seed=o["seed"], sigma=o["sigma"], input_range=o["input_range"])
+    x = c.x
     if references is not None and method not in MULTI_REFERENCE:
         raise ValueError(f"references= is a shared set for {MULTI_REFERENCE}; pass baseline= for method {method!r}")
     if references is not None and baseline is not None:
@@ -205,14 +202,14 @@ def _resolve_refs(method: str, c: Classifier, baseline: Any, references: Any, o:
     if method in MULTI_REFERENCE and references is None and (baseline is None or isinstance(baseline, str)):
         references, baseline = ("train" if baseline is None else baseline), None
     value = references if references is not None else baseline
-    if c.packed and isinstance(value, torch.Tensor) and c.n_inputs == 1:
-        value = (value,)
-    if c.packed and isinstance(value, torch.Tensor):
-        raise ValueError("with a tuple of inputs or additional_forward_args, pass a baseline or references as a "
-                         "tuple with one tensor per input (or a number or a name)")
-    if c.packed and isinstance(value, (tuple, list)):   # one tensor per input (rows 1, N or K): pack like c.x
-        value = torch.cat([v.to(x.device, x.dtype).reshape(v.shape[0], -1) for v in value], dim=1)
-        value = torch.nn.functional.pad(value, (0, x.shape[1] - value.shape[1]))   # extra-argument columns: below
+    if c.packed and isinstance(value, (torch.Tensor, tuple, list)):   # one tensor per input (rows 1, N or K): pack
+        parts = (value,) if isinstance(value, torch.Tensor) else value
+        value = torch.cat([v.to(x.device, x.dtype).reshape(v.shape[0], -1) for v in parts], dim=1)
+        if value.shape[1] != c.n_features:
+            raise ValueError("with a tuple of inputs or additional_forward_args, pass a baseline or references as a "
+                             "tuple with one tensor per input (or a number or a name)")
+        value = F.pad(value, (0, x.shape[1] - value.shape[1]))   # the extra-argument columns: below
+    kw = dict(seed=o["seed"], sigma=o["sigma"], input_range=o["input_range"])
     if references is not None:
         refs = make_references(value, x, o["n_references"], **kw)
     else:
@@ -240,11 +237,10 @@ def explain(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     c = as_classifier(model, x, additional_forward_args)
-    for name, v in (("n_steps", n_steps), ("chunk_size", chunk_size)):
+    for name, v in (("n_steps", n_steps), ("chunk_size", chunk_size), ("n_references", n_references),
+                    ("n_samples", n_samples)):
         if v is not None:
             check_n_samples(v, name)
-    check_n_samples(n_references, "n_references")
-    check_n_samples(n_samples, "n_samples")
     if not noise_sigma >= 0:
         raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
     if method == "smoothgrad" and c.x.shape[1] > c.n_features:

@@ -4,12 +4,12 @@
 ``references=`` is a set of ``K`` values averaged over by expected gradients and DeepSHAP: a name, a shared set
 ``K x ...``, or per-input sets ``N x K x ...``.
 
-Names: ``"zero"``; ``"blur"`` (Gaussian blur of an image, ``sigma`` px); ``"uniform"`` (``U[lo, hi]``);
-``"gaussian"`` (``x + N(0, sigma^2)``, clipped to the input range); ``"max_distance"`` (per feature the end of the
-range farthest from ``x``); ``"train"`` (random MNIST training images). The valid input range is a parameter
-(``input_range=(lo, hi)``, MNIST's ``(0, 1)`` by default, ``None`` = unbounded), never an assumption.
-Random values are a pure function of ``(seed, draw, feature)`` (:func:`helpers.batching.hash_uniform`), the same for
-every input (common random numbers), so an input's baseline does not depend on its position in the batch.
+Names: ``"zero"``; ``"blur"`` (Gaussian blur of an image, ``sigma`` px, default 3); ``"uniform"`` (``U[lo, hi]``);
+``"gaussian"`` (``x + N(0, sigma^2)``, default ``sigma`` 0.3, clipped to the input range); ``"max_distance"`` (per
+feature the end of the range farthest from ``x``); ``"train"`` (random MNIST training images, chosen by ``seed``).
+The valid input range is a parameter (``input_range=(lo, hi)``, MNIST's ``(0, 1)`` by default, ``None`` = unbounded),
+never an assumption. Random values are a pure function of ``(seed, draw, feature)`` (:mod:`helpers.batching`), the
+same for every input (common random numbers), so an input's baseline does not depend on its position in the batch.
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ def _range(input_range: Range, name: str) -> Tuple[float, float]:
     return lo, hi
 
 
-def _clip(x: torch.Tensor, input_range: Range) -> torch.Tensor:
-    return x if input_range is None else x.clamp(*_range(input_range, "gaussian"))
-
-
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``N x C x H x W`` images (reflect padding, radius ``3 sigma``)."""
     if x.dim() != 4:
@@ -82,23 +78,15 @@ def _random(name: str, x: torch.Tensor, seed: int, stream: int, sigma: Optional[
     if name == "uniform":
         lo, hi = _range(input_range, name)
         return (lo + (hi - lo) * hash_uniform(seed, key, stream)).view_as(x).to(x.dtype)
-    s = GAUSSIAN_SIGMA if sigma is None else float(sigma)
-    return _clip(x + s * hash_normal(seed, key, stream).view_as(x).to(x.dtype), input_range)
+    noisy = x + (GAUSSIAN_SIGMA if sigma is None else float(sigma)) * hash_normal(seed, key, stream).view_as(x).to(x.dtype)
+    return noisy if input_range is None else noisy.clamp(*_range(input_range, name))
 
 
 def make_baseline(name: BaselineLike, x: torch.Tensor, *, seed: int = 0, sigma: Optional[float] = None,
                   input_range: Range = MNIST_RANGE) -> torch.Tensor:
-    """One baseline per input: a tensor with the shape, dtype and device of ``x`` (``N x ...``).
-
-    Args:
-        name: one of :data:`BASELINES`, a number (constant input), or a tensor (``N x ...``, ``1 x ...`` or the
-            shape of one input); ``None`` = ``"zero"``.
-        x: inputs ``N x ...``.
-        seed: seed of ``"uniform"``, ``"gaussian"``, ``"train"``.
-        sigma: blur width in pixels (``"blur"``, default 3) or noise std (``"gaussian"``, default 0.3).
-        input_range: ``(lo, hi)`` of valid inputs for ``"uniform"``, ``"gaussian"``, ``"max_distance"``; ``None``
-            = unbounded.
-    """
+    """One baseline per input, like ``x`` (``N x ...``): ``name`` is one of :data:`BASELINES` (``None`` = ``"zero"``;
+    ``seed``, ``sigma`` and ``input_range`` as in the module docstring), a number, or a tensor ``N x ...``,
+    ``1 x ...`` or of one input's shape."""
     check_images(x)
     if name is None or (isinstance(name, str) and name == "zero"):
         return torch.zeros_like(x)
@@ -107,9 +95,7 @@ def make_baseline(name: BaselineLike, x: torch.Tensor, *, seed: int = 0, sigma: 
             raise ValueError(f"baseline must be a finite number, got {name}")
         return torch.full_like(x, float(name))
     if isinstance(name, torch.Tensor):
-        ok = name.shape in (x.shape, x.shape[1:]) or (name.dim() == x.dim() and name.shape[1:] == x.shape[1:]
-                                                       and name.shape[0] == 1)
-        if not ok:
+        if name.shape not in (x.shape, x.shape[1:], (1,) + tuple(x.shape[1:])):
             raise ValueError(f"baseline must be one value per input: shape {tuple(x.shape)}, {tuple(x.shape[1:])} or "
                              f"1 x {tuple(x.shape[1:])}, got {tuple(name.shape)}; a shared set of K references is "
                              f"passed as references=")
@@ -134,25 +120,22 @@ def make_references(name: BaselineLike, x: torch.Tensor, k: int = 32, *, seed: i
     """A reference set ``(N or 1) x K x ...`` for expected gradients and DeepSHAP.
 
     ``"train"``: ``K`` training images shared by every input (shap's background set). ``"uniform"`` /
-    ``"gaussian"``: ``K`` draws per input (``N x K x ...``; draw ``k`` uses the same noise for every input). A tensor ``K x ...`` is a shared set, one
-    ``N x K x ...`` per-input sets. Any other name or number: the per-input baseline (``K = 1``).
+    ``"gaussian"``: ``K`` draws per input (``N x K x ...``; draw ``k`` uses the same noise for every input). A tensor
+    ``K x ...`` is a shared set, one ``N x K x ...`` per-input sets. Any other name or number: the per-input baseline
+    (``K = 1``).
     """
     check_positive_int(k, "n_references")
     check_images(x)
     if isinstance(name, torch.Tensor):
-        if name.dim() == x.dim() and name.shape[1:] == x.shape[1:]:
-            check_finite(name, "references")
-            return name.to(device=x.device, dtype=x.dtype).unsqueeze(0)
-        if name.dim() == x.dim() + 1 and name.shape[0] == x.shape[0] and name.shape[2:] == x.shape[1:]:
-            check_finite(name, "references")
-            return name.to(device=x.device, dtype=x.dtype)
-        raise ValueError(f"references must be K x {tuple(x.shape[1:])} (shared) or {x.shape[0]} x K x "
-                         f"{tuple(x.shape[1:])} (per input), got {tuple(name.shape)}")
+        r = name.unsqueeze(0) if name.dim() == x.dim() else name      # a shared set K x ...: 1 x K x ...
+        if r.dim() != x.dim() + 1 or r.shape[0] not in (1, x.shape[0]) or r.shape[2:] != x.shape[1:]:
+            raise ValueError(f"references must be K x {tuple(x.shape[1:])} (shared) or {x.shape[0]} x K x "
+                             f"{tuple(x.shape[1:])} (per input), got {tuple(name.shape)}")
+        check_finite(r, "references")
+        return r.to(device=x.device, dtype=x.dtype)
     if name == "train":
         return _train_images(k, seed, x).unsqueeze(0)
     if name in ("uniform", "gaussian"):
-        n = x.shape[0]
-        xs = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])
-        r = _random(name, xs, seed, 21 if name == "uniform" else 22, sigma, input_range, k)
-        return r.view(n, k, *x.shape[1:])
+        xs = x.unsqueeze(1).expand(-1, k, *x.shape[1:]).flatten(0, 1)
+        return _random(name, xs, seed, 21 if name == "uniform" else 22, sigma, input_range, k).view(-1, k, *x.shape[1:])
     return make_baseline(name, x, seed=seed, sigma=sigma, input_range=input_range).unsqueeze(1)

@@ -55,10 +55,8 @@ def bytes_per_image(x: torch.Tensor, activation_factor: int = 64) -> int:
 
 def is_oom_error(err: BaseException) -> bool:
     """True for a CUDA (or MPS) out-of-memory error, the only error on which a smaller chunk can help."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(err, oom_type):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
 
 
 def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: int, *,
@@ -69,10 +67,8 @@ def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: 
     retried chunk gives the same rows. On an out-of-memory error the chunk is halved down to ``min_chunk``;
     ``on_oom(new_size)`` is called after each halving.
     """
-    if total < 1:
-        raise ValueError(f"total must be >= 1, got {total}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if total < 1 or chunk_size < 1:
+        raise ValueError(f"total and chunk_size must be >= 1, got {total} and {chunk_size}")
     parts: List[torch.Tensor] = []
     start = 0
     while start < total:

@@ -11,28 +11,25 @@ target logit in which every non-linearity's derivative is replaced by a finite d
 * linear modules (Linear, convolutions, batch norm in eval mode, average pools, Flatten, Dropout in eval mode)
   pass the multipliers back like a gradient; anything else is refused (no silent plain gradient).
 
-Two implementations compute the same numbers:
-
-* :func:`deeplift_multipliers`, for any model: forward hooks on one batched ``[x; r]`` pass replace each rule's
-  backward. In-place non-linearities run on an out-of-place copy; functional non-linearities (``F.relu`` in
-  ``forward``) have no module to hook and are refused when ``torch.fx`` can see them.
-* :func:`deepshap_multipliers`, for models that are a chain of Conv2d / MaxPool2d / Linear / Flatten / element-wise
-  modules (every model in :mod:`helpers.models`): one forward pass of the ``N`` inputs, one of the ``K`` references,
-  then one explicit backward pass over the ``N x K`` pairs, broadcasting the recorded activations; no autograd graph.
-  On the CPU its two rules run as fused numba kernels (:mod:`helpers.deepshap_kernels`).
+Two implementations compute the same numbers: :func:`deeplift_multipliers`, for any model, by forward hooks on one
+batched ``[x; r]`` pass (in-place non-linearities run on an out-of-place copy; functional ones such as ``F.relu`` are
+refused when ``torch.fx`` sees them); and :func:`deepshap_multipliers`, for a chain of Conv2d / non-overlapping
+MaxPool2d / Linear / Flatten / element-wise modules (every model in :mod:`helpers.models`) on float32 CPU tensors:
+one forward pass of the inputs, one of the references, then one explicit backward pass over the pairs whose two rules
+are fused numba kernels (:mod:`helpers.deepshap_kernels`); no autograd graph.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import weakref
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from . import deepshap_kernels as kernels
 
@@ -49,13 +46,6 @@ _FUNCTIONAL = {F.relu, torch.relu, F.relu6, F.elu, F.leaky_relu, F.gelu, F.silu,
                torch.max_pool2d, torch.clamp, torch.maximum, torch.minimum}
 _METHODS = {"relu", "relu_", "sigmoid", "tanh", "softmax", "clamp", "clamp_", "max", "min"}
 _RESCALE_EPS, _MAXPOOL_EPS = 1e-6, 1e-7  # shap's thresholds below which an input difference counts as zero
-
-
-def _unpool(v: torch.Tensor, idx: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
-    """Scatter-*add* ``v`` (``B x C x out...``) to the argmax positions ``idx`` of an input ``B x C x in...``."""
-    b, c = in_shape[0], in_shape[1]
-    out = v.new_zeros(b, c, math.prod(in_shape[2:]))
-    return out.scatter_add_(2, idx.reshape(b, c, -1), v.reshape(b, c, -1)).view(in_shape)
 
 
 # ------------------------------------------------------------------ the general version: hooks on one [x; r] pass
@@ -79,7 +69,9 @@ class _Rule(torch.autograd.Function):
             y, ry = out.chunk(2)
             cross = torch.max(y, ry)
             _, idx = _POOLS[type(mod)](inp, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode, True)
-            xmax, rmax = _unpool(g * torch.cat([cross - ry, y - cross]), idx, inp.shape).chunk(2)
+            b, c, v = inp.shape[0], inp.shape[1], g * torch.cat([cross - ry, y - cross])   # summed where windows overlap
+            flat = v.new_zeros(b, c, math.prod(inp.shape[2:])).scatter_add_(2, idx.reshape(b, c, -1), v.reshape(b, c, -1))
+            xmax, rmax = flat.view(inp.shape).chunk(2)
             small = din.abs() < _MAXPOOL_EPS
             return torch.where(small, 0.0, (xmax + rmax) / torch.where(small, 1.0, din)).repeat(twice), None, None
         with torch.enable_grad():
@@ -90,39 +82,21 @@ class _Rule(torch.autograd.Function):
         return torch.where(small, ordinary, g * ((xo - ro) / din).repeat(twice)), None, None
 
 
-_COPIES: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
-
-
-def _checked(model: nn.Module) -> nn.Module:
-    """``model`` itself, or an out-of-place copy (cached) when it has in-place non-linearities; raises for modules
-    without a DeepLift rule and for functional non-linearities that ``torch.fx`` finds in ``forward``."""
+def _check_rules(model: nn.Module) -> None:
+    """Raise for modules without a DeepLift rule and for functional non-linearities ``torch.fx`` finds in forward."""
     for name, mod in model.named_modules():
         if not list(mod.children()) and not isinstance(mod, ELEMENTWISE + LINEAR + (nn.Softmax,) + tuple(_POOLS)):
             raise ValueError(f"deepshap has no rule for module {name!r} ({type(mod).__name__}); shap would silently "
                              f"use its plain gradient. Use method='ig' or 'expected_gradients' for this model")
     try:
-        import torch.fx as fx
-
-        graph = fx.symbolic_trace(model).graph
+        graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - not traceable: the additivity check still catches a missing rule
-        graph = None
-    for node in graph.nodes if graph is not None else ():
+        return
+    for node in graph.nodes:
         if (node.op == "call_function" and node.target in _FUNCTIONAL) or (
                 node.op == "call_method" and node.target in _METHODS):
             raise ValueError(f"deepshap cannot see the functional non-linearity {node.target} in the model's forward "
                              f"(no module to apply a rule to); use nn.ReLU() etc. modules, or method='ig'")
-    if not any(getattr(m, "inplace", False) for m in model.modules()):
-        return model
-    from .fastpath import _fingerprint
-
-    hit = _COPIES.get(model)
-    if hit is None or hit[0] != _fingerprint(model):
-        hit = (_fingerprint(model), copy.deepcopy(model))
-        for m in hit[1].modules():
-            if getattr(m, "inplace", False):
-                m.inplace = False
-        _COPIES[model] = hit
-    return hit[1]
 
 
 def deeplift_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Tensor,
@@ -132,15 +106,20 @@ def deeplift_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
 
     One forward and one backward pass of ``2 M`` rows; works for any model built of modules with a rule.
     """
-    model = _checked(model)
+    _check_rules(model)
+    inplace = [m for m in model.modules() if getattr(m, "inplace", False)]   # run out of place during the call
     handles = [m.register_forward_hook(lambda mod, inp, out: _Rule.apply(inp[0], out, mod))
                for m in model.modules() if isinstance(m, ELEMENTWISE + (nn.Softmax,) + tuple(_POOLS))]
     try:
+        for m in inplace:
+            m.inplace = False
         with torch.enable_grad():
             joint = torch.cat([x, references]).detach().requires_grad_(True)
             sel = model(joint).gather(1, torch.cat([target, target]).view(-1, 1)).sum()
             (g,) = torch.autograd.grad(sel, joint)
     finally:
+        for m in inplace:
+            m.inplace = True
         for h in handles:
             h.remove()
     return g[x.shape[0]:].detach()  # shap reads the reference half (equal to the other up to the fallbacks)
@@ -151,17 +130,17 @@ def deeplift_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
 _CHAINS: "weakref.WeakKeyDictionary[nn.Module, Optional[List[nn.Module]]]" = weakref.WeakKeyDictionary()
 
 
-def deepshap_chain(model: nn.Module) -> Optional[List[nn.Module]]:
-    """The model's forward pass as a list of modules applied one after the other, or ``None`` if it is not one
-    (found with ``torch.fx``; supported: element-wise non-linearities, Conv2d, MaxPool2d, Linear, Flatten,
-    Identity, Dropout, ``torch.flatten``). Cached per model."""
+def deepshap_chain(model: nn.Module, x: Optional[torch.Tensor] = None) -> Optional[List[nn.Module]]:
+    """The model's forward pass as a list of modules applied one after the other (cached), or ``None`` if it is not
+    one (found with ``torch.fx``; supported: element-wise non-linearities, Conv2d, non-overlapping MaxPool2d, Linear,
+    Flatten, Identity, Dropout, ``torch.flatten``) or, given inputs ``x``, if they are not float32 on the CPU."""
+    if x is not None and (x.device.type != "cpu" or x.dtype != torch.float32):
+        return None
     if model in _CHAINS:
         return _CHAINS[model]
     chain: Optional[List[nn.Module]] = []
     try:
-        import torch.fx as fx
-
-        gm, prev = fx.symbolic_trace(model), None
+        gm, prev = torch.fx.symbolic_trace(model), None
         for node in gm.graph.nodes:
             if node.op == "placeholder":
                 assert prev is None
@@ -188,50 +167,35 @@ def _chain_ok(mod: nn.Module) -> bool:
         return not getattr(mod, "inplace", False)
     if isinstance(mod, nn.Conv2d):
         return mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
-    if isinstance(mod, nn.MaxPool2d):
-        return not mod.return_indices
+    if isinstance(mod, nn.MaxPool2d):   # the kernel's rule: every input cell in at most one window
+        k, s = _pair(mod.kernel_size), _pair(mod.stride)
+        return k == s and _pair(mod.padding) == (0, 0) and _pair(mod.dilation) == (1, 1) and not mod.return_indices
     return isinstance(mod, (nn.Linear, nn.Flatten, nn.Identity, nn.Dropout))
 
 
-@dataclass
-class _Record:
-    """One layer's forward pass: input, output, and ``f'(input)`` (element-wise) or argmax indices (pooling)."""
-
-    inp: torch.Tensor
-    out: torch.Tensor
-    aux: Optional[torch.Tensor] = None
-
-
-def _record(chain: List[nn.Module], z: torch.Tensor, reference: bool) -> List[_Record]:
-    """Run ``z`` (``B x ...``) through the chain, keeping what :func:`_backward_pairs` needs per layer."""
+def _record(chain: List[nn.Module], z: torch.Tensor, reference: bool) -> List[tuple]:
+    """Run ``z`` (``B x ...``) through the chain, keeping per layer ``(input, output, aux)``: the argmax indices of a
+    pool, the derivative ``f'(input)`` of an element-wise layer for references (shap's fallback where a ~ b)."""
     recs = []
     for mod in chain:
+        aux = None
         if isinstance(mod, nn.MaxPool2d):
-            out, idx = F.max_pool2d(z, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode, True)
-            recs.append(_Record(z, out, idx))
+            out, aux = F.max_pool2d(z, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode, True)
         else:
             out = mod(z)
-            recs.append(_Record(z, out))
-            if reference and isinstance(mod, ELEMENTWISE):  # the ordinary derivative: shap's fallback where a ~ b
+            if reference and isinstance(mod, ELEMENTWISE):
                 with torch.enable_grad():
                     zz = z.detach().clone().requires_grad_(True)
-                    (recs[-1].aux,) = torch.autograd.grad(mod(zz).sum(), zz)
+                    (aux,) = torch.autograd.grad(mod(zz).sum(), zz)
+        recs.append((z, out, aux))
         z = out
     return recs
 
 
 def _np(t: torch.Tensor, *shape: int):
-    """A numpy view ``rows x D`` (or ``shape``) of a CPU tensor for the kernels; a tensor the kernel writes into must
-    already be contiguous (else the writes would land in a copy)."""
+    """A numpy view ``rows x D`` (or ``shape``) of a CPU tensor; one the kernel writes into must be contiguous."""
     t = t.detach().contiguous()
     return t.reshape(shape if shape else (t.shape[0], -1)).numpy()
-
-
-def _simple_pool(mod: nn.MaxPool2d, shape: Tuple[int, ...]) -> bool:
-    """True when every input cell lies in exactly one window (kernel == stride, no padding/dilation/remainder)."""
-    k, s = nn.modules.utils._pair(mod.kernel_size), nn.modules.utils._pair(mod.stride or mod.kernel_size)
-    return (k == s and nn.modules.utils._pair(mod.padding) == (0, 0) and nn.modules.utils._pair(mod.dilation) == (1, 1)
-            and shape[-2] % k[0] == 0 and shape[-1] % k[1] == 0)
 
 
 def _conv_input_grad(mod: nn.Conv2d, g: torch.Tensor, in_shape: Tuple[int, ...]) -> torch.Tensor:
@@ -249,49 +213,29 @@ def _conv_input_grad(mod: nn.Conv2d, g: torch.Tensor, in_shape: Tuple[int, ...])
     return torch.nn.grad.conv2d_input(in_shape, mod.weight, g, mod.stride, mod.padding, mod.dilation, mod.groups)
 
 
-def _backward_pairs(chain: List[nn.Module], xr: List[_Record], rr: List[_Record], g: torch.Tensor, m: int,
-                    k: int, shared: bool) -> torch.Tensor:
+def _backward_pairs(chain: List[nn.Module], xr: List[tuple], rr: List[tuple], g: torch.Tensor, m: int, k: int,
+                    shared: bool) -> torch.Tensor:
     """Multipliers ``m x K x ...`` of the pairs by one explicit backward pass from ``g`` (``m K x C``, one-hot).
 
     ``xr``: records of ``m`` inputs; ``rr``: of the ``K`` shared references (``shared``) or of ``m K`` references.
     """
-    p, fused = m * k, kernels.AVAILABLE and g.device.type == "cpu" and g.dtype == torch.float32
-    for mod, rx, rref in zip(reversed(chain), reversed(xr), reversed(rr)):
-        shape = tuple(rx.inp.shape[1:])
-        view = (1 if shared else m, k)
+    p = m * k
+    for mod, (xi, xo, xaux), (ri, ro, raux) in zip(reversed(chain), reversed(xr), reversed(rr)):
+        shape = tuple(xi.shape[1:])
         if isinstance(mod, nn.Linear):
             g = g @ mod.weight
         elif isinstance(mod, nn.Conv2d):
             g = _conv_input_grad(mod, g, (p,) + shape)
         elif isinstance(mod, nn.Flatten):
             g = g.reshape((p,) + shape)
-        elif isinstance(mod, ELEMENTWISE) and fused:
-            g = g.contiguous()
-            kernels.rescale_pairs(_np(g), _np(rx.inp), _np(rx.out), _np(rref.inp), _np(rref.out), _np(rref.aux),
-                                  k, shared, _RESCALE_EPS)
         elif isinstance(mod, ELEMENTWISE):
-            din = rx.inp.unsqueeze(1) - rref.inp.view(view + shape)
-            mult = (rx.out.unsqueeze(1) - rref.out.view(view + shape)).div_(din)
-            torch.where(din.abs_() < _RESCALE_EPS, rref.aux.view(view + shape), mult, out=mult)
-            g = g.view((m, k) + shape).mul_(mult).view((p,) + shape)
-        elif isinstance(mod, nn.MaxPool2d) and fused and _simple_pool(mod, shape):
-            c = shape[0]
+            g = g.contiguous()
+            kernels.rescale_pairs(_np(g), _np(xi), _np(xo), _np(ri), _np(ro), _np(raux), k, shared, _RESCALE_EPS)
+        elif isinstance(mod, nn.MaxPool2d):
             gi = torch.empty((p,) + shape, dtype=g.dtype)  # the kernel writes every cell
-            v = [_np(t, t.shape[0], c, -1) for t in (gi, g, rx.out, rref.out, rx.inp, rref.inp, rx.aux, rref.aux)]
+            v = [_np(t, t.shape[0], shape[0], -1) for t in (gi, g, xo, ro, xi, ri, xaux, raux)]
             kernels.maxpool_pairs(*v, k, shared, _MAXPOOL_EPS)
             g = gi
-        elif isinstance(mod, nn.MaxPool2d):
-            out_shape = tuple(rx.out.shape[1:])
-            y, ry = rx.out.unsqueeze(1), rref.out.view(view + out_shape)
-            cross = torch.max(y, ry)
-            gv = g.view((m, k) + out_shape)
-            ix = rx.aux.unsqueeze(1).expand((m, k) + out_shape).reshape((p,) + out_shape)
-            ir = rref.aux.view(view + out_shape).expand((m, k) + out_shape).reshape((p,) + out_shape)
-            full = torch.Size((p,) + shape)
-            num = _unpool(gv * (cross - ry), ix, full) + _unpool(gv * (y - cross), ir, full)
-            din = (rx.inp.unsqueeze(1) - rref.inp.view(view + shape)).reshape(full)
-            small = din.abs() < _MAXPOOL_EPS
-            g = num.div_(din.masked_fill_(small, 1.0)).masked_fill_(small, 0.0)
     return g.view((m, k) + tuple(g.shape[1:]))
 
 
@@ -300,11 +244,12 @@ def deepshap_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
     """DeepSHAP of ``model``'s logit ``target`` (``N``) at ``x`` (``N x ...``) against ``references``
     (``(1|N) x K x ...``): ``(A, G)`` like ``x``, ``A = mean_k (x - r_k) m_k`` and ``G = mean_k m_k``.
 
-    ``model`` must be a chain (:func:`deepshap_chain`); equal to :func:`deeplift_multipliers` up to round-off.
+    Needs a chain and float32 CPU inputs (:func:`deepshap_chain`); equal to :func:`deeplift_multipliers` up to round-off.
     """
-    chain = deepshap_chain(model)
+    chain = deepshap_chain(model, x)
     if chain is None:
-        raise ValueError("deepshap_multipliers needs a chain of supported modules; use deeplift_multipliers")
+        raise ValueError("deepshap_multipliers needs a chain of supported modules and float32 CPU inputs; "
+                         "use deeplift_multipliers")
     n, k, shared = x.shape[0], references.shape[1], references.shape[0] == 1
     attr, mult = torch.empty_like(x), torch.empty_like(x)
     with torch.no_grad():
@@ -316,7 +261,7 @@ def deepshap_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
             if not shared:
                 rr = _record(chain, references[a:b].reshape((m * k,) + x.shape[1:]), True)
             xr = _record(chain, x[a:b], False)
-            g = torch.zeros(m * k, xr[-1].out.shape[1], device=x.device, dtype=x.dtype)
+            g = torch.zeros(m * k, xr[-1][1].shape[1], device=x.device, dtype=x.dtype)
             g.scatter_(1, target[a:b].repeat_interleave(k).view(-1, 1), 1.0)
             g = _backward_pairs(chain, xr, rr, g, m, k, shared)
             attr[a:b] = ((x[a:b].unsqueeze(1) - (references if shared else references[a:b])) * g).mean(1)

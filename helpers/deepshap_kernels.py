@@ -1,95 +1,72 @@
 """Fused CPU kernels (numba) for the two DeepLift rules of :mod:`helpers.deepshap`'s pair backward pass.
 
-Why: on the CPU the rules written as torch ops take 7-10 passes over every ``(input, reference)`` pair's activations
-(differences, a mask, a division, a select, a product; the pooling rule also upsamples), and broadcasting an ``N``-row
-tensor against a ``K``-row one runs far below memory speed. These kernels do each rule in **one** pass per pair,
-reading the ``N`` input and ``K`` reference activations in place, with float32 arithmetic in the same order as shap, so
-the numbers equal the torch-op version's; they are kept because they beat that version by well over 1.5x
-(``benchmarks/``, row ``deepshap``). numba comes with shap; the kernels compile on first use (cached on disk when
-the package folder is writable). On other devices, or without numba, the torch ops are used.
-
-The pairs are split among ``torch.get_num_threads()`` Python threads (the kernels release the GIL) instead of
-numba's ``parallel=True``: numba's OpenMP backend is a second OpenMP runtime that fought torch's for the two cores
-(every torch matrix product after it ran ~20x slower).
+Written as torch ops, each rule takes 7-10 passes over every ``(input, reference)`` pair's activations; these kernels
+take **one**, reading the ``N`` input and ``K`` reference activations in place, with float32 arithmetic in the same
+order as shap (``benchmarks/``, row ``deepshap``: 2.7x the torch ops). They compile on first use (cached on disk when
+the package folder is writable). The pairs are split among ``torch.get_num_threads()`` Python threads (the kernels
+release the GIL) rather than numba's ``parallel=True``, whose second OpenMP runtime fights torch's for the cores.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 import numpy as np
 import torch
+from numba import njit
 
-try:  # numba ships with shap; without it helpers.deepshap falls back to torch ops
-    from numba import njit
+__all__ = ["rescale_pairs", "maxpool_pairs"]
 
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - numba is installed with shap
-    AVAILABLE = False
 
-__all__ = ["AVAILABLE", "rescale_pairs", "maxpool_pairs"]
+@njit(cache=True, nogil=True)
+def _rescale(g, a, fa, b, fb, db, k, shared, eps, q0, q1):  # pragma: no cover - compiled
+    d = g.shape[1]
+    for q in range(q0, q1):
+        i = q // k
+        r = q % k if shared else q
+        for j in range(d):
+            din = a[i, j] - b[r, j]
+            if abs(din) < eps:
+                g[q, j] *= db[r, j]
+            else:
+                g[q, j] *= (fa[i, j] - fb[r, j]) / din
 
-if AVAILABLE:
-    @njit(cache=True, nogil=True)
-    def _rescale(g, a, fa, b, fb, db, k, shared, eps, q0, q1):  # pragma: no cover - compiled
-        d = g.shape[1]
-        for q in range(q0, q1):
-            i = q // k
-            r = q % k if shared else q
-            for j in range(d):
-                din = a[i, j] - b[r, j]
-                if abs(din) < eps:
-                    g[q, j] *= db[r, j]
+
+@njit(cache=True, nogil=True)
+def _maxpool(out, g, y, ry, xin, rin, ix, ir, k, shared, eps, q0, q1):  # pragma: no cover - compiled
+    # out: P x C x HW (overwritten); g: P x C x L (L = windows); y, ix: m x C x L; ry, ir: R x C x L;
+    # xin: m x C x HW; rin: R x C x HW; pairs q0 .. q1
+    c, nwin = g.shape[1], g.shape[2]
+    for q in range(q0, q1):
+        i = q // k
+        r = q % k if shared else q
+        out[q] = 0.0            # zero this pair's row here, while it is about to be hot in the cache
+        for ch in range(c):
+            for w in range(nwin):
+                gv = g[q, ch, w]
+                yv = y[i, ch, w]
+                rv = ry[r, ch, w]
+                cross = yv if yv > rv else rv
+                px = ix[i, ch, w]
+                pr = ir[r, ch, w]
+                vx = gv * (cross - rv)
+                vr = gv * (yv - cross)
+                if px == pr:
+                    din = xin[i, ch, px] - rin[r, ch, px]
+                    out[q, ch, px] = 0.0 if abs(din) < eps else (vx + vr) / din
                 else:
-                    g[q, j] *= (fa[i, j] - fb[r, j]) / din
-
-    @njit(cache=True, nogil=True)
-    def _maxpool(out, g, y, ry, xin, rin, ix, ir, k, shared, eps, q0, q1):  # pragma: no cover - compiled
-        # out: P x C x HW (overwritten); g: P x C x L (L = windows); y, ix: m x C x L; ry, ir: R x C x L;
-        # xin: m x C x HW; rin: R x C x HW; pairs q0 .. q1
-        c, nwin = g.shape[1], g.shape[2]
-        for q in range(q0, q1):
-            i = q // k
-            r = q % k if shared else q
-            out[q] = 0.0            # zero this pair's row here, while it is about to be hot in the cache
-            for ch in range(c):
-                for w in range(nwin):
-                    gv = g[q, ch, w]
-                    yv = y[i, ch, w]
-                    rv = ry[r, ch, w]
-                    cross = yv if yv > rv else rv
-                    px = ix[i, ch, w]
-                    pr = ir[r, ch, w]
-                    vx = gv * (cross - rv)
-                    vr = gv * (yv - cross)
-                    if px == pr:
-                        din = xin[i, ch, px] - rin[r, ch, px]
-                        out[q, ch, px] = 0.0 if abs(din) < eps else (vx + vr) / din
-                    else:
-                        din = xin[i, ch, px] - rin[r, ch, px]
-                        out[q, ch, px] = 0.0 if abs(din) < eps else vx / din
-                        din = xin[i, ch, pr] - rin[r, ch, pr]
-                        out[q, ch, pr] = 0.0 if abs(din) < eps else vr / din
-
-
-_POOL: Optional[ThreadPoolExecutor] = None
+                    din = xin[i, ch, px] - rin[r, ch, px]
+                    out[q, ch, px] = 0.0 if abs(din) < eps else vx / din
+                    din = xin[i, ch, pr] - rin[r, ch, pr]
+                    out[q, ch, pr] = 0.0 if abs(din) < eps else vr / din
 
 
 def _split(kernel, p: int, *args) -> None:
-    """Run ``kernel(*args, q0, q1)`` over pairs ``0 .. p`` split among ``torch.get_num_threads()`` Python threads
-    (the kernels release the GIL); each pair's rows are written by exactly one thread."""
-    global _POOL
+    """Run ``kernel(*args, q0, q1)`` over pairs ``0 .. p``, split among threads; each pair is one thread's."""
     n = max(1, min(torch.get_num_threads(), p // 64))
-    if n == 1:
-        kernel(*args, np.int64(0), np.int64(p))
-        return
-    if _POOL is None or _POOL._max_workers < n:
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="deeplift")
-    bounds = [p * i // n for i in range(n + 1)]
-    futures = [_POOL.submit(kernel, *args, np.int64(bounds[i]), np.int64(bounds[i + 1])) for i in range(n)]
-    for f in futures:
-        f.result()
+    bounds = [np.int64(p * i // n) for i in range(n + 1)]
+    with ThreadPoolExecutor(n, thread_name_prefix="deeplift") as pool:
+        list(pool.map(lambda i: kernel(*args, bounds[i], bounds[i + 1]), range(n)))
 
 
 def rescale_pairs(g: np.ndarray, a: np.ndarray, fa: np.ndarray, b: np.ndarray, fb: np.ndarray, db: np.ndarray,
@@ -111,5 +88,3 @@ def maxpool_pairs(out: np.ndarray, g: np.ndarray, y: np.ndarray, ry: np.ndarray,
     every window in its ``HW`` plane (as ``F.max_pool2d(..., return_indices=True)``).
     """
     _split(_maxpool, g.shape[0], out, g, y, ry, xin, rin, ix, ir, np.int64(k), bool(shared), np.float32(eps))
-
-

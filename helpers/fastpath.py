@@ -1,17 +1,11 @@
 """One cached fast forward of a model, probed once, with a safe fallback to the model as written.
 
-Perturbation methods run long series of forward passes, so their speed is the model's forward rate.
-:func:`fast_forward` returns ``f(x) -> logits``:
-
-* for inference (``need_grad=False``): ``torch.jit.trace`` + ``optimize_for_inference`` of a copy (frozen weights,
-  fused conv + ReLU); no gradients flow through it;
-* for input gradients (``need_grad=True``): a copy in channels-last memory format (faster convolutions on CPU and GPU).
-
-Only models with 2-D convolutions on 4-D inputs get a fast form; others run as written. The form is built once per
-(model, weights, input shape, device) and *probed*: if it cannot run the model (a CNN that flattens with ``.view``
-fails on channels-last strides, an untraceable control flow) or its logits differ from the model's, the model as
-written is used and the answer is remembered. A run-time failure of the fast form also falls back, once and for good.
-The original model is never modified; the caller chooses ``inference_mode`` / ``enable_grad``.
+:func:`fast_forward` returns ``f(x) -> logits``: for inference (``need_grad=False``) ``torch.jit.trace`` +
+``optimize_for_inference`` of a copy (frozen weights, fused conv + ReLU); for input gradients a copy in channels-last
+memory format (faster convolutions). Only models with 2-D convolutions on 4-D inputs get a fast form. It is built once
+per (model, weights, input shape, device) and *probed*: if it cannot run the model (a CNN that flattens with ``.view``
+fails on channels-last strides) or its logits differ from the model's, the model as written is used, as it is after
+any later failure of the fast form. The model is never modified; the caller chooses ``inference_mode`` / ``enable_grad``.
 """
 
 from __future__ import annotations
@@ -23,6 +17,8 @@ from typing import Callable, Dict, Tuple
 
 import torch
 from torch import nn
+
+from .batching import is_oom_error
 
 __all__ = ["fast_forward"]
 
@@ -36,9 +32,7 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 
 def _build(model: nn.Module, example: torch.Tensor, need_grad: bool) -> nn.Module:
-    fast = copy.deepcopy(model).eval()
-    for p in fast.parameters():
-        p.requires_grad_(False)
+    fast = copy.deepcopy(model).eval().requires_grad_(False)
     if need_grad:
         return fast.to(memory_format=torch.channels_last)
     with torch.no_grad(), warnings.catch_warnings():
@@ -58,13 +52,10 @@ class _Guarded:
                 out = self.fast(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
                 if out.shape[0] == x.shape[0]:
                     return out
-                self.fast = None
             except Exception as err:  # noqa: BLE001 - any failure of the fast form means: use the model
-                from .batching import is_oom_error
-
                 if is_oom_error(err):
                     raise
-                self.fast = None
+            self.fast = None
         return self.model(x)
 
 
@@ -76,23 +67,17 @@ def fast_forward(model: nn.Module, example: torch.Tensor, *, need_grad: bool = F
     """
     if example.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return model
-    key = (tuple(example.shape[1:]), str(example.device), example.dtype, need_grad)
-    fp = _fingerprint(model)
+    key, fp = (tuple(example.shape[1:]), str(example.device), example.dtype, need_grad), _fingerprint(model)
     per = _CACHE.setdefault(model, {})
-    hit = per.get(key)
-    if hit is not None and hit[0] == fp:
-        return hit[1]
-    fn: ForwardFn = model
-    probe = example[:2].detach()
+    if key in per and per[key][0] == fp:
+        return per[key][1]
+    probe = example[:2].detach().contiguous()
     try:
-        fast = _build(model, probe.contiguous(), need_grad)
-        cand = _Guarded(fast, model, need_grad)
+        fn = _Guarded(_build(model, probe, need_grad), model, need_grad)
         with torch.no_grad():
-            got, want = cand.fast(probe.contiguous(memory_format=torch.channels_last) if need_grad else probe), model(probe)
-        if got.shape == want.shape and bool(((got - want).abs() <= 1e-3 * (1 + want.abs())).all()):
-            fn = cand
+            got, want = fn(probe), model(probe)
+        ok = fn.fast is not None and got.shape == want.shape and bool(((got - want).abs() <= 1e-3 * (1 + want.abs())).all())
     except Exception:  # noqa: BLE001 - the model as written always works
-        fn = model
-    per[key] = (fp, fn)
-    return fn
-
+        ok = False
+    per[key] = (fp, fn if ok else model)
+    return per[key][1]

@@ -1,15 +1,15 @@
 """Input checks shared by every module: each raises an exception whose message names the bad argument.
 
-Kept in one place so that every public routine fails the same way on the same bad input. :func:`as_classifier`
-turns what a user brings (one tensor or a tuple of inputs, extra forward arguments, a single-logit binary model)
-into the one form every routine works on: a module mapping one tensor ``N x ...`` to logits ``N x C``.
+:func:`as_classifier` turns what a user brings (one tensor or a tuple of inputs, extra forward arguments, a
+single-logit binary model) into the one form every routine works on: a module mapping ``N x ...`` to logits ``N x C``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -40,11 +40,11 @@ def check_images(x: object, name: str = "x", *, min_dim: int = 2) -> torch.Tenso
     return x
 
 
-def check_model(model: object, *, allow_train: bool = False) -> nn.Module:
+def check_model(model: object) -> nn.Module:
     """Check that ``model`` is an ``nn.Module`` in eval mode (dropout/batch-norm would randomise every result)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training and not allow_train:
+    if model.training:
         raise ValueError("model is in train mode; call model.eval() first (dropout or batch-norm in train mode would "
                          "make every confidence and attribution random)")
     return model
@@ -52,11 +52,8 @@ def check_model(model: object, *, allow_train: bool = False) -> nn.Module:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    t = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if t is None else t.device
 
 
 def check_target(target: Optional[torch.Tensor], n: int, n_classes: Optional[int] = None,
@@ -104,18 +101,17 @@ def check_like(t: object, x: torch.Tensor, name: str, *, allow_broadcast: bool =
 
 
 def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
-    """Check that ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """The one check of a count (``n_samples``, ``n_steps``, ``seed`` with ``minimum=0``...): an int (numpy integers
+    too) >= ``minimum``; returns it as an int."""
+    if isinstance(value, (bool, torch.Tensor)) or not hasattr(value, "__index__"):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
+    if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def check_n_samples(value: object, name: str = "n_samples") -> int:
-    """The one check of a sample count (``n_samples``, ``n_steps``, ``n_references``...): an int >= 1."""
-    if hasattr(value, "__index__") and not isinstance(value, (bool, torch.Tensor)):
-        value = int(value.__index__())  # numpy integers
+    """:func:`check_positive_int` of a sample count, by default named ``n_samples``."""
     return check_positive_int(value, name)
 
 
@@ -129,22 +125,17 @@ class _Adapter(nn.Module):
         self.train(False)  # the wrapped model is in eval mode already
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        args: Sequence[Any] = (z,)
-        if self.slots is not None:
-            args, a = [], 0
-            for shape, kind in self.slots:
-                if shape == "const":
-                    args.append(kind)
-                    continue
-                d = math.prod(shape)
-                part = z[:, a:a + d].reshape(-1, *shape)
-                args.append(part if kind.is_floating_point else part.round().to(kind))
-                a += d
+        args, a = ([z] if self.slots is None else []), 0
+        for shape, kind in self.slots or ():
+            if shape == "const":
+                args.append(kind)
+                continue
+            d = math.prod(shape)
+            part = z[:, a:a + d].reshape(-1, *shape)
+            args.append(part if kind.is_floating_point else part.round().to(kind))
+            a += d
         out = self.model(*args)
-        if self.binary:
-            out = out.reshape(-1, 1)
-            out = torch.cat([-out, out], dim=1)
-        return out
+        return torch.cat([-out.reshape(-1, 1), out.reshape(-1, 1)], dim=1) if self.binary else out
 
 
 @dataclass
@@ -158,7 +149,6 @@ class Classifier:
     n_classes: int
     packed: bool
     n_features: int
-    n_inputs: int
     unpack: Callable[[torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, ...]]]
 
 
@@ -172,15 +162,14 @@ def as_classifier(model: nn.Module, inputs: Union[torch.Tensor, Tuple[torch.Tens
     returning ``[-z, z]``: the score of class 1 is the logit, that of class 0 its negative.
     """
     check_model(model)
-    dev = model_device(model)
     extra = () if additional_forward_args is None else additional_forward_args
     extra = extra if isinstance(extra, tuple) else (extra,)
-    packed = isinstance(inputs, (tuple, list)) or len(extra) > 0
-    xs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    several = isinstance(inputs, (tuple, list))
+    xs, packed = tuple(inputs) if several else (inputs,), several or len(extra) > 0
     if not xs:
         raise ValueError("inputs is an empty tuple; pass a tensor N x ... or a tuple of them")
     for i, t in enumerate(xs):
-        check_images(t, "x" if len(xs) == 1 else f"inputs[{i}]")
+        check_images(t, f"inputs[{i}]" if several else "x")
     n = xs[0].shape[0]
     if any(t.shape[0] != n for t in xs):
         raise ValueError(f"every input must have the same number of rows N, got {[t.shape[0] for t in xs]}")
@@ -188,11 +177,11 @@ def as_classifier(model: nn.Module, inputs: Union[torch.Tensor, Tuple[torch.Tens
     if p is not None and p.is_floating_point() and xs[0].dtype != p.dtype:
         raise TypeError(f"x has dtype {xs[0].dtype} but the model's parameters are {p.dtype}; convert x "
                         f"(x.to({p.dtype}))")
-    x, slots = xs[0].to(dev), None
+    x, slots = xs[0].to(model_device(model)), None
     if packed:
         rows = [isinstance(e, torch.Tensor) and e.dim() >= 1 and e.shape[0] == n for e in extra]
         cols = list(xs) + [e for e, r in zip(extra, rows) if r]
-        x = torch.cat([t.to(dev, xs[0].dtype).reshape(n, -1) for t in cols], dim=1)
+        x = torch.cat([t.to(x.device, xs[0].dtype).reshape(n, -1) for t in cols], dim=1)
         slots = [(tuple(t.shape[1:]), t.dtype) for t in xs]
         slots += [(tuple(e.shape[1:]), e.dtype) if r else ("const", e) for e, r in zip(extra, rows)]
     f = _Adapter(model, slots, False) if packed else model
@@ -205,18 +194,11 @@ def as_classifier(model: nn.Module, inputs: Union[torch.Tensor, Tuple[torch.Tens
     if not binary and out.dim() != 2:
         raise ValueError(f"the model must return logits N x C (or one binary logit N / N x 1), got output shape "
                          f"{tuple(out.shape)}")
-    if binary:
-        f = _Adapter(model, slots, True)
-    d_in = sum(t[0].numel() for t in xs)
+    sizes = [t[0].numel() for t in xs]
 
     def unpack(a: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
-        if not packed:
-            return a
-        parts, start = [], 0
-        for t in xs:
-            parts.append(a[:, start:start + t[0].numel()].reshape(-1, *t.shape[1:]).to(t.device))
-            start += t[0].numel()
-        return tuple(parts) if isinstance(inputs, (tuple, list)) else parts[0]
+        parts = [v.reshape(-1, *t.shape[1:]).to(t.device) for v, t in zip(a[:, :sum(sizes)].split(sizes, 1), xs)]
+        return tuple(parts) if several else parts[0]
 
-    n_inputs = len(xs) if isinstance(inputs, (tuple, list)) else 1
-    return Classifier(f, x, 2 if binary else int(out.shape[1]), packed, d_in, n_inputs, unpack)
+    return Classifier(_Adapter(model, slots, True) if binary else f, x, 2 if binary else int(out.shape[1]), packed,
+                      sum(sizes), unpack if packed else lambda a: a)

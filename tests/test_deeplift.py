@@ -1,5 +1,5 @@
-"""DeepLift / DeepSHAP: the fast pair path (helpers.deepshap.deepshap_multipliers) against the general hook version,
-with and without the fused numba kernels, on the cached models and on small chains that exercise every branch."""
+"""DeepLift / DeepSHAP: the fast pair path (helpers.deepshap.deepshap_multipliers, numba kernels) against the general
+hook version, on the cached models and on small chains that exercise every branch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import deepshap_kernels as deeplift_kernels
 from helpers.attribution import attribute
 from helpers.deepshap import deeplift_multipliers, deepshap_chain, deepshap_multipliers
 
@@ -25,25 +24,16 @@ def close(a, b, tol=1e-5):
     return float((a - b).norm() / b.norm().clamp_min(1e-12)) < tol
 
 
-@pytest.fixture(params=[True, False], ids=["numba", "torch-ops"])
-def fused(request, monkeypatch):
-    """Run a test with the fused CPU kernels and with the plain torch-op rules."""
-    if request.param and not deeplift_kernels.AVAILABLE:
-        pytest.skip("numba not installed")
-    monkeypatch.setattr(deeplift_kernels, "AVAILABLE", request.param)
-    return request.param
-
-
 class OddChain(nn.Module):
-    """A chain with every non-default branch: a 2-channel strided first conv (fold path), an overlapping max pool
-    (index path), a strided conv (conv2d_input path), Tanh and Softplus (autograd fallback derivative)."""
+    """A chain with every non-default branch: a 2-channel strided first conv (fold path), a max pool whose windows
+    leave a remainder uncovered, a strided conv (conv2d_input path), Tanh and Softplus (autograd fallback derivative)."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(3)
         self.c1 = nn.Conv2d(2, 6, 3, stride=2, padding=1)
         self.a1 = nn.Tanh()
-        self.p1 = nn.MaxPool2d(3, stride=2, padding=1)
+        self.p1 = nn.MaxPool2d(2)
         self.c2 = nn.Conv2d(6, 8, 3, stride=2)
         self.a2 = nn.Softplus()
         self.p2 = nn.MaxPool2d(2)
@@ -69,7 +59,7 @@ class Residual(nn.Module):
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
-def test_fast_path_equals_hook_version_on_models(name, fused, mnist_small):
+def test_fast_path_equals_hook_version_on_models(name, mnist_small):
     from helpers.data import load_mnist
     from helpers.models import get_model
 
@@ -87,12 +77,14 @@ def test_fast_path_equals_hook_version_on_models(name, fused, mnist_small):
     assert gap.abs().max() < 1e-3
 
 
-def test_fast_path_per_input_references_and_every_branch(fused):
+def test_fast_path_per_input_references_and_every_branch():
     model = OddChain().eval()
     assert deepshap_chain(model) is not None
+    assert deepshap_chain(nn.Sequential(nn.MaxPool2d(3, 2, 1))) is None      # overlapping windows: the hook version
+    assert deepshap_chain(model, torch.rand(1, 2, 22, 22, dtype=torch.float64)) is None   # the kernels: float32 CPU
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 2, 20, 20, generator=g)
-    refs = torch.rand(3, 4, 2, 20, 20, generator=g)
+    x = torch.rand(3, 2, 22, 22, generator=g)          # 11 x 11 into the first pool: a remainder row and column
+    refs = torch.rand(3, 4, 2, 22, 22, generator=g)
     refs[:, 0] = x          # a reference equal to its input: every difference is 0 (the fallback branches)
     t = torch.tensor([0, 3, 4])
     a, m = deepshap_multipliers(model, x, refs, t, pairs_per_chunk=4)
