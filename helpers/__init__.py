@@ -1,15 +1,8 @@
 """Shared, tested helpers for the ABC and infidelity notebooks.
 
-Conventions (see ``DESIGN.md``): images are float32 tensors of shape ``N x 1 x 28 x 28`` in ``[0, 1]``;
-a ``target`` is a LongTensor of shape ``N`` or ``None`` (= the predicted class).
-
-Top-level utilities:
-
-* :func:`device` -- the best available torch device (cuda > mps > cpu).
-* :func:`seed_everything` -- seed python, numpy and torch in one call.
-* :func:`scale` -- ``"quick"`` or ``"full"``, read from the ``SCALE`` environment variable.
-* :data:`PROJECT_ROOT`, :data:`DATA_DIR`, :data:`BUILD_DIR`, :data:`FULL_RESULTS_DIR` -- where things live.
-* :data:`GITHUB_REPO` -- the repository the Colab / Binder links point to (``python -m helpers repo OWNER/NAME``).
+Conventions: images are float32 tensors ``N x 1 x 28 x 28`` in ``[0, 1]``; a ``target`` is a LongTensor ``N`` or
+``None`` (= the predicted class). Here: :func:`device`, :func:`seed_everything`, :func:`scale` and where things live
+(:data:`PROJECT_ROOT`, :data:`DATA_DIR`, :data:`BUILD_DIR`, :data:`FULL_RESULTS_DIR`, :data:`GITHUB_REPO`).
 """
 
 from __future__ import annotations
@@ -34,23 +27,15 @@ FULL_RESULTS_DIR: Path = Path(os.environ.get("HELPERS_FULL_RESULTS_DIR", PROJECT
 #: the one place of the GitHub "owner/name" behind every Colab and Binder link and the Colab install cell
 GITHUB_REPO = "trustworthy-dl/abc-infidelity-notebooks"
 
-_SCALES = ("quick", "full")
-
 
 def device() -> torch.device:
-    """Return the best available device: CUDA, then Apple MPS, then CPU.
-
-    ``HELPERS_DEVICE=cpu`` (or any torch device string) overrides the choice.
-    """
+    """The best available device: ``$HELPERS_DEVICE`` if set (any torch device string), else CUDA, MPS or CPU."""
     forced = os.environ.get("HELPERS_DEVICE")
     if forced:
         return torch.device(forced)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -59,9 +44,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    torch.manual_seed(seed)  # every device
     return torch.Generator().manual_seed(seed)
 
 
@@ -73,8 +56,8 @@ def scale() -> str:
     value = os.environ.get("SCALE", "").strip().lower()
     if not value:
         return "full" if torch.cuda.is_available() else "quick"
-    if value not in _SCALES:
-        raise ValueError(f"SCALE must be one of {_SCALES}, got {value!r}")
+    if value not in ("quick", "full"):
+        raise ValueError(f"SCALE must be 'quick' or 'full', got {value!r}")
     return value
 
 

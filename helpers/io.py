@@ -43,19 +43,8 @@ def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(dest: PathLike, obj: Any, *, sort_keys: bool = False) -> None:
-    """Write ``obj`` as indented JSON to ``dest`` atomically (key order kept unless ``sort_keys``)."""
-    atomic_write_bytes(dest, (json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n").encode())
-
-
-def _json_default(o: Any) -> Any:
-    """JSON encoder for numpy / torch scalars and arrays."""
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+    """Write ``obj`` (plain JSON values) as indented JSON to ``dest`` atomically; keys sorted if ``sort_keys``."""
+    atomic_write_bytes(dest, (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode())
 
 
 def sha256_bytes(data: bytes) -> str:

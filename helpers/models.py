@@ -11,6 +11,7 @@ written atomically; weights that do not match their checksum, or another archite
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -110,8 +111,7 @@ def model_dir() -> Path:
 
 
 def _paths(name: str):
-    d = model_dir()
-    return d / f"{name}.pt", d / f"{name}.json"
+    return model_dir() / f"{name}.pt", model_dir() / f"{name}.json"
 
 
 def _check_name(name: str) -> ModelSpec:
@@ -143,16 +143,14 @@ def _fit(model: nn.Module, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, ge
     """Adam + one-cycle schedule, ``spec.epochs`` epochs of shuffled mini-batches (FGSM-RS inputs if adversarial)."""
     from tqdm.auto import tqdm
 
-    n, bs = x.shape[0], spec.batch_size
-    steps = (n + bs - 1) // bs
+    steps = math.ceil(len(x) / spec.batch_size)  # batches per epoch
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps)
     bar = tqdm(total=spec.epochs * steps, desc=f"training {name}", disable=not progress, leave=False, mininterval=2.0)
     model.train()
     for _epoch in range(spec.epochs):
-        order = torch.randperm(n, generator=gen, device=x.device)
-        for i in range(steps):
-            idx = order[i * bs:(i + 1) * bs]
+        order = torch.randperm(len(x), generator=gen, device=x.device)
+        for i, idx in enumerate(order.split(spec.batch_size)):
             xb, yb = x[idx], y[idx]
             if spec.adversarial_eps > 0:
                 xb = _fgsm_rs_batch(model, xb, yb, spec.adversarial_eps, gen)

@@ -6,14 +6,11 @@ Every notebook ends with ``save_results("<notebook name>", {...}, summary=..., t
 * ``summary``: its line of the one-page summary, ``{"verdict": "<one sentence built from the numbers>",
   "headline": [{"name": "AUROC of ABC (IG, zero baseline)", "value": 0.912, "ci": [0.894, 0.929]}, ...]}``
   (at most 4 headline numbers; ``ci`` is the 95 % interval, optional; ``unit`` optional, e.g. ``"%"``);
-* ``tables`` (lists of row dicts, shown in the report's appendix) and matplotlib ``figures`` (PNG beside the JSON).
+* ``tables`` (lists of row dicts, in the report's appendix) and matplotlib ``figures`` (PNG beside the JSON).
 
-``build/report.md`` opens with the summary (one line per notebook), a banner when the run was in quick mode, and
-puts every table in an appendix.
-
-Paper scale: a ``SCALE=full`` run also copies each notebook's results to ``results/full/`` (committed), with its
-provenance (date, git commit, machine, wall time). ``python -m helpers report`` then writes ``results/full/REPORT.md``
-and the README's results section from those files. A quick run prints the paper-scale numbers beside its own.
+Paper scale: a ``SCALE=full`` run also copies each notebook's results, with their provenance (date, commit, machine,
+wall time), to ``results/full/`` (committed), from which ``python -m helpers report`` writes ``results/full/REPORT.md``
+and the README's results section. A quick run prints the paper-scale numbers beside its own.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ import platform
 import re
 import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
@@ -44,12 +42,8 @@ FULL_FIGURE_DPI = 80  # committed figures stay small (the whole results/full/ fo
 
 def environment() -> Dict[str, str]:
     """Versions, device and scale of this run (recorded in every results file)."""
-    import captum
-    import numpy
-    import shap
-    import sklearn
-
-    versions = {m.__name__: m.__version__ for m in (torch, captum, shap, numpy, sklearn)}
+    packages = {"torch": "torch", "captum": "captum", "shap": "shap", "numpy": "numpy", "sklearn": "scikit-learn"}
+    versions = {name: metadata.version(dist) for name, dist in packages.items()}
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     return {"python": platform.python_version(), **versions, "device": str(device()), "device_name": name,
             "torch_threads": str(torch.get_num_threads()), "scale": scale()}

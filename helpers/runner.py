@@ -53,18 +53,11 @@ def kernel_env(scale: str = "quick", env: Optional[Dict[str, str]] = None) -> Di
 def execute_notebook(path: Union[str, Path], *, scale: str = "quick", timeout: int = 600,
                      out_dir: Optional[Path] = None, html: bool = False,
                      env: Optional[Dict[str, str]] = None) -> Dict[str, float]:
-    """Run every cell of notebook ``path`` in a fresh kernel with ``SCALE=scale``.
+    """Run every cell of notebook ``path`` in a fresh kernel with ``SCALE=scale`` and ``env``, ``timeout`` s a cell.
 
-    Args:
-        timeout: seconds allowed for one cell.
-        out_dir: where to write the executed ``.ipynb`` (and ``.html`` when ``html``); nothing is written if None.
-        env: extra environment variables for the kernel.
-
-    Returns:
-        ``{"wall_seconds", "peak_rss_mb", "images"}``: peak resident memory of the kernel, ``image/png`` outputs.
-
-    Raises:
-        nbclient.exceptions.CellExecutionError: naming the failing cell and its traceback.
+    Writes the executed ``.ipynb`` (and ``.html`` if ``html``) to ``out_dir`` unless it is None. Returns
+    ``{"wall_seconds", "peak_rss_mb" (of the kernel), "images" (image/png outputs)}``; a failing cell raises
+    ``nbclient.exceptions.CellExecutionError`` with its traceback.
     """
     import nbformat
     from nbclient import NotebookClient
