@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -26,12 +27,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import nbformat
 
+from . import checks
+
 __all__ = ["Exercise", "ExerciseError", "stub_source", "find_exercises", "make_student_notebook", "generate",
            "STUDENT_DIR_NAME", "main"]
 
 STUDENT_DIR_NAME = "student"
-_EXERCISE_RE = re.compile(r"^#\s*EXERCISE:\s*(?P<task>.+?)\s*$")
-_HINT_RE = re.compile(r"^\s*#\s*hint\b", re.IGNORECASE)
+_MASTERS = "[0-9][0-9]_*.ipynb"
 _BADGE_RE = re.compile(r"(colab\.research\.google\.com/github/[^)\s]+/blob/[^/)\s]+/notebooks/)(?!student/)"
                        r"(?P<name>[^)\s/]+\.ipynb)")
 
@@ -59,57 +61,34 @@ def _tags(cell) -> List[str]:
 
 
 def stub_source(source: str, where: str = "solution cell") -> Tuple[str, str, str]:
-    """Turn a solution cell's source into the student stub.
+    """Turn a solution cell's source into the student stub; return ``(stub source, function name, task)``.
 
-    Returns:
-        ``(stub source, function name, task)``.
-
-    Raises:
-        ExerciseError: when the cell does not start with ``# EXERCISE: ...`` or does not define exactly one
-            top-level function with its body on separate lines.
+    Raises ExerciseError when the cell does not start with ``# EXERCISE: ...`` or does not define exactly one
+    top-level function with its body on separate lines.
     """
-    lines = source.split("\n")
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    m = _EXERCISE_RE.match(lines[first].strip()) if first is not None else None
+    m = re.fullmatch(r"#\s*EXERCISE:\s*(?P<task>.+?)\s*", source.strip().split("\n")[0])
     if m is None:
         raise ExerciseError(f"{where}: a cell tagged 'solution' must start with '# EXERCISE: <one-line task>'")
-    task = m.group("task")
     try:
-        tree = ast.parse(source)
+        funcs = [n for n in ast.parse(source).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     except SyntaxError as err:
         raise ExerciseError(f"{where}: the solution does not parse: {err}") from err
-    funcs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if len(funcs) != 1:
-        raise ExerciseError(f"{where}: a solution cell must define exactly one top-level function, found "
-                            f"{len(funcs)}")
-    fn = funcs[0]
-    body = fn.body
-    has_doc = (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-               and isinstance(body[0].value.value, str))
-    first_stmt = body[0]
-    if first_stmt.lineno == fn.lineno:
+        raise ExerciseError(f"{where}: a solution cell must define exactly one top-level function, found {len(funcs)}")
+    fn, task = funcs[0], m.group("task")
+    if fn.body[0].lineno == fn.lineno:
         raise ExerciseError(f"{where}: put the body of {fn.name}() on its own lines")
-    indent = " " * first_stmt.col_offset
-    keep_to = body[0].end_lineno if has_doc else first_stmt.lineno - 1   # 1-based, inclusive
-    removed = lines[keep_to:fn.end_lineno]
-    hints = [line for line in removed if _HINT_RE.match(line)]
-    stub = (lines[:keep_to] + hints + [f"{indent}raise NotImplementedError({json.dumps('Exercise: ' + task)})"]
-            + lines[fn.end_lineno:])
-    out = "\n".join(stub)
+    keep_to = fn.body[0].end_lineno if ast.get_docstring(fn) is not None else fn.body[0].lineno - 1  # 1-based
+    lines = source.split("\n")
+    hints = [line for line in lines[keep_to:fn.end_lineno] if re.match(r"\s*#\s*hint\b", line, re.IGNORECASE)]
+    raise_line = f"{' ' * fn.body[0].col_offset}raise NotImplementedError({json.dumps('Exercise: ' + task)})"
+    out = "\n".join(lines[:keep_to] + hints + [raise_line] + lines[fn.end_lineno:])
     ast.parse(out)  # the stub must be valid Python
     return out, fn.name, task
 
 
-def _check_source(name: str) -> str:
-    return ("# Check your function: each case prints ✓ or ✗ (which case, expected vs got).\n"
-            "import helpers.checks as checks\n"
-            f"checks.check_{name}({name})")
-
-
 def find_exercises(nb, notebook: str = "notebook") -> List[Exercise]:
     """The exercises of a master notebook (cells tagged ``solution``), validated against :mod:`helpers.checks`."""
-    from . import checks
-
     found = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and "solution" in _tags(cell):
@@ -125,40 +104,30 @@ def find_exercises(nb, notebook: str = "notebook") -> List[Exercise]:
     return found
 
 
-def _student_badge(source: str) -> str:
-    return _BADGE_RE.sub(lambda m: f"{m.group(1)}{STUDENT_DIR_NAME}/{m.group('name')}", source)
-
-
 def make_student_notebook(nb, notebook: str = "notebook") -> Tuple[Optional[object], List[Exercise]]:
-    """The student copy of master notebook ``nb`` (an nbformat v4 node) and its exercises.
-
-    Returns ``(None, [])`` for a notebook without exercises. ``nb`` is not modified.
-    """
+    """The student copy of master notebook ``nb`` (an nbformat v4 node, not modified) and its exercises;
+    ``(None, [])`` for a notebook without exercises."""
     exercises = find_exercises(nb, notebook)
     if not exercises:
         return None, []
-    out = nbformat.v4.new_notebook(metadata=json.loads(json.dumps(nb.metadata)))
-    out.nbformat, out.nbformat_minor = 4, max(5, int(nb.get("nbformat_minor", 5)))
-    by_cell = {e.cell: e for e in exercises}
-    cells = []
+    by_cell, cells = {e.cell: e for e in exercises}, []
     for i, cell in enumerate(nb.cells):
-        c = nbformat.from_dict(json.loads(json.dumps(cell)))
+        c = copy.deepcopy(cell)
+        c.setdefault("id", f"cell-{i}")
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
-        c.setdefault("id", f"cell-{i}")
-        if i in by_cell:
-            ex = by_cell[i]
-            c.source, _, _ = stub_source(cell.source, f"{notebook} cell {i}")
-            c.metadata["tags"] = ["exercise" if t == "solution" else t for t in _tags(cell)]
-            cells.append(c)
-            nxt = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
-            if nxt is None or "check" not in _tags(nxt):
-                cells.append(nbformat.v4.new_code_cell(_check_source(ex.name), id=f"check-{ex.name}",
-                                                       metadata={"tags": ["check"]}))
-            continue
         if i == 0 and c.cell_type == "markdown":
-            c.source = _student_badge(c.source)
+            c.source = _BADGE_RE.sub(lambda m: f"{m.group(1)}{STUDENT_DIR_NAME}/{m.group('name')}", c.source)
         cells.append(c)
+        if i in by_cell:
+            name = by_cell[i].name
+            c.source = stub_source(cell.source)[0]
+            c.metadata["tags"] = ["exercise" if t == "solution" else t for t in _tags(cell)]
+            if i + 1 == len(nb.cells) or "check" not in _tags(nb.cells[i + 1]):
+                cells.append(nbformat.v4.new_code_cell(
+                    "# Check your function: each case prints ✓ or ✗ (which case, expected vs got).\n"
+                    f"import helpers.checks as checks\nchecks.check_{name}({name})",
+                    id=f"check-{name}", metadata={"tags": ["check"]}))
     names = ", ".join(f"`{e.name}`" for e in exercises)
     note = nbformat.v4.new_markdown_cell(
         f"> **Your copy to work in.** It has {len(exercises)} exercise(s): {names}. In each exercise cell (search for\n"
@@ -169,14 +138,11 @@ def make_student_notebook(nb, notebook: str = "notebook") -> Tuple[Optional[obje
         "> (`helpers...`, captum) scores no points. To hand in, save this notebook and submit the `.ipynb` file\n"
         f"> (File > Download). <sub>Generated from `notebooks/{notebook}` by `make student`.</sub>",
         id="student-note")
-    cells.insert(1 if cells and cells[0].cell_type == "markdown" else 0, note)
-    out.cells = cells
+    cells.insert(1 if cells[0].cell_type == "markdown" else 0, note)
+    out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata), cells=cells,
+                                   nbformat_minor=max(5, int(nb.get("nbformat_minor", 5))))
     nbformat.validate(out)
     return out, exercises
-
-
-def _dumps(nb) -> str:
-    return nbformat.writes(nb, version=4) + "\n"
 
 
 def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = False,
@@ -184,45 +150,37 @@ def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = 
     """Write (or, with ``check``, compare) the student copies of every ``NN_*.ipynb`` in ``master_dir``.
 
     Returns ``{"exercises": [Exercise...], "written": [...], "stale": [...], "extra": [...]}``; ``stale`` lists
-    copies that are missing or differ (``check=True``) and ``extra`` copies whose master no longer has exercises
-    (deleted unless ``check``).
+    copies that are missing or differ and ``extra`` copies whose master no longer has exercises (deleted unless
+    ``check``).
     """
-    master_dir = Path(master_dir)
-    out_dir = Path(out_dir) if out_dir is not None else master_dir / STUDENT_DIR_NAME
-    masters = sorted(master_dir.glob("[0-9][0-9]_*.ipynb"))
+    from .io import atomic_write_bytes
+
+    out_dir = Path(out_dir) if out_dir is not None else Path(master_dir) / STUDENT_DIR_NAME
     exercises: List[Exercise] = []
     wanted: Dict[str, str] = {}
-    for path in masters:
-        nb = nbformat.read(path, as_version=4)
-        student, ex = make_student_notebook(nb, path.name)
-        exercises += ex
+    for path in sorted(Path(master_dir).glob(_MASTERS)):
+        student, found = make_student_notebook(nbformat.read(path, as_version=4), path.name)
+        exercises += found
         if student is not None:
-            wanted[path.name] = _dumps(student)
-    existing = {p.name for p in out_dir.glob("[0-9][0-9]_*.ipynb")} if out_dir.exists() else set()
+            wanted[path.name] = nbformat.writes(student, version=4) + "\n"
     stale = [n for n, text in wanted.items() if not (out_dir / n).exists() or (out_dir / n).read_text() != text]
-    extra = sorted(existing - set(wanted))
-    written: List[str] = []
+    extra = sorted({p.name for p in out_dir.glob(_MASTERS)} - set(wanted))
     if not check:
-        from .io import atomic_write_bytes
-
-        out_dir.mkdir(parents=True, exist_ok=True)
         for name in stale:
             atomic_write_bytes(out_dir / name, wanted[name].encode())
-            written.append(name)
         for name in extra:
             (out_dir / name).unlink()
     if verbose:
         for e in exercises:
             print(f"{e.notebook}: exercise {e.name} -> helpers.checks.{e.check}")
-        if check:
-            for name in stale:
-                print(f"STALE: {out_dir / name} differs from what `make student` generates")
-            for name in extra:
-                print(f"EXTRA: {out_dir / name} has no master with exercises")
-        else:
-            print(f"{len(wanted)} student notebook(s) in {out_dir} ({len(written)} written, {len(extra)} removed), "
+        for name in stale if check else []:
+            print(f"STALE: {out_dir / name} differs from what `make student` generates")
+        for name in extra if check else []:
+            print(f"EXTRA: {out_dir / name} has no master with exercises")
+        if not check:
+            print(f"{len(wanted)} student notebook(s) in {out_dir} ({len(stale)} written, {len(extra)} removed), "
                   f"{len(exercises)} exercise(s)")
-    return {"exercises": exercises, "written": written, "stale": stale, "extra": extra}
+    return {"exercises": exercises, "written": [] if check else stale, "stale": stale, "extra": extra}
 
 
 # ---- grading: python -m helpers.student grade SUBMISSION.ipynb | FOLDER [--out build/grades] ----------------------
@@ -230,8 +188,6 @@ def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = 
 def _solutions(nb) -> Dict[str, object]:
     """Each exercise function a submission defines (the last definition wins), executed in a namespace holding the
     notebook's top-level imports; a function whose cell cannot run maps to the error message instead."""
-    from .checks import EXERCISES
-
     imports, found = [], {}
     for cell in nb.cells:
         if cell.cell_type != "code" or "colab" in _tags(cell):
@@ -240,10 +196,10 @@ def _solutions(nb) -> Dict[str, object]:
             body = ast.parse(cell.source).body
         except SyntaxError as err:
             found.update({n: f"the cell defining {n} does not parse: {err.msg} (line {err.lineno})"
-                          for n in EXERCISES if re.search(rf"^def {n}\b", cell.source, re.M)})
+                          for n in checks.EXERCISES if re.search(rf"^def {n}\b", cell.source, re.M)})
             continue
         imports += [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        found.update({n.name: n for n in body if isinstance(n, ast.FunctionDef) and n.name in EXERCISES})
+        found.update({n.name: n for n in body if isinstance(n, ast.FunctionDef) and n.name in checks.EXERCISES})
     namespace: Dict[str, object] = {"__name__": "__submission__"}
     for node in imports:
         with contextlib.suppress(Exception):  # an import the grader lacks only matters if the solution uses it
@@ -259,23 +215,21 @@ def _solutions(nb) -> Dict[str, object]:
     return out
 
 
-def _grade_one(fn: object, name: str, timeout_s: int):
-    """The :class:`helpers.checks.Result` of one exercise (a broken or slow solution scores 0, never stops us)."""
-    from .checks import Result, evaluate
-
+def _grade_one(fn: object, name: str, timeout_s: int) -> checks.Result:
+    """The result of one exercise (a broken or slow solution scores 0, never stops us)."""
     if isinstance(fn, str):
-        return Result(name, [("the exercise cell", fn)])
+        return checks.Result(name, [("the exercise cell", fn)])
 
     def too_slow(*_):
         raise TimeoutError(f"the check took longer than {timeout_s} s")
 
-    old = signal.signal(signal.SIGALRM, too_slow) if hasattr(signal, "SIGALRM") else None
+    old = signal.signal(signal.SIGALRM, too_slow) if hasattr(signal, "SIGALRM") else None  # not on Windows
     if old is not None:
         signal.alarm(timeout_s)
     try:
-        return evaluate(name, fn)
+        return checks.evaluate(name, fn)
     except BaseException as err:  # noqa: BLE001 - sys.exit or a timeout in student code
-        return Result(name, [("running the check", f"{type(err).__name__}: {err}")])
+        return checks.Result(name, [("running the check", f"{type(err).__name__}: {err}")])
     finally:
         if old is not None:
             signal.alarm(0)
@@ -290,12 +244,11 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
     A submission is graded on the exercises of the master whose name it contains (else on every exercise it defines);
     each exercise scores the number of its cases passed, 0 when it calls the library's own answer.
     """
-    from .checks import EXERCISES
     from .runner import NOTEBOOK_DIR
 
     path, out_dir = Path(path), Path(out_dir)
     masters = {p.stem: [e.name for e in find_exercises(nbformat.read(p, as_version=4), p.name)]
-               for p in sorted(Path(master_dir or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))}
+               for p in sorted(Path(master_dir or NOTEBOOK_DIR).glob(_MASTERS))}
     rows: List[Dict[str, object]] = []
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
     for f in sorted(path.rglob("*.ipynb")) if path.is_dir() else [path]:
@@ -310,7 +263,7 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
         with contextlib.redirect_stdout(io.StringIO()):
             sols = _solutions(nb)
             results = [_grade_one(sols.get(n, f"no function {n} found in the notebook"), n, timeout_s)
-                       for n in wanted or [n for n in EXERCISES if n in sols]]
+                       for n in wanted or [n for n in checks.EXERCISES if n in sols]]
         lines = []
         for r in results:
             rows.append({"submission": who, "exercise": r.exercise, "points": r.points, "max": len(r.cases) or 1,
@@ -324,7 +277,7 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
         w.writeheader()
         w.writerows(rows)
     cells = [["submission", "exercise", "points", "first failed case"]] + [  # plain aligned columns, no colour codes
-        [str(r["submission"]), str(r["exercise"]), f"{r['points']}/{r['max']}", (str(r["first failed case"]) or "-")[:70]]
+        [r["submission"], r["exercise"], f"{r['points']}/{r['max']}", (r["first failed case"] or "-")[:70]]
         for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(3)]
     table = "".join("  ".join(c[i].ljust(widths[i]) for i in range(3)) + "  " + c[3] + "\n" for c in cells)
@@ -336,25 +289,26 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["grade"]:
-        g = argparse.ArgumentParser(prog="python -m helpers.student grade", description=grade.__doc__.split("\n")[0])
-        g.add_argument("path", help="a submitted notebook or a folder of them")
-        g.add_argument("--out", default="build/grades", help="output folder (default build/grades)")
-        g.add_argument("--timeout", type=int, default=120, help="seconds allowed per exercise")
-        a = g.parse_args(argv[1:])
+    grading = argv[:1] == ["grade"]
+    parser = argparse.ArgumentParser(prog="python -m helpers.student" + " grade" * grading,
+                                     description=(grade.__doc__ if grading else __doc__).split("\n")[0])
+    if grading:
+        parser.add_argument("path", help="a submitted notebook or a folder of them")
+        parser.add_argument("--out", default="build/grades", help="output folder (default build/grades)")
+        parser.add_argument("--timeout", type=int, default=120, help="seconds allowed per exercise")
+        a = parser.parse_args(argv[1:])
         grade(Path(a.path), Path(a.out), timeout_s=a.timeout)
         return 0
-    parser = argparse.ArgumentParser(prog="python -m helpers.student", description=__doc__.split("\n\n")[0])
     parser.add_argument("master_dir", nargs="?", default="notebooks", help="folder of the master notebooks")
     parser.add_argument("--out", default=None, help="output folder (default: <master_dir>/student)")
     parser.add_argument("--check", action="store_true", help="only check that the copies are current (exit 1 if not)")
-    args = parser.parse_args(argv)
+    a = parser.parse_args(argv)
     try:
-        report = generate(Path(args.master_dir), Path(args.out) if args.out else None, check=args.check)
+        report = generate(Path(a.master_dir), Path(a.out) if a.out else None, check=a.check)
     except ExerciseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.check and (report["stale"] or report["extra"]):
+    if a.check and (report["stale"] or report["extra"]):
         print("student copies are out of date: run `make student` and commit notebooks/student/", file=sys.stderr)
         return 1
     return 0

@@ -30,12 +30,10 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def _image(t: torch.Tensor) -> np.ndarray:
-    a = torch.as_tensor(t).detach().float().cpu().numpy()
-    return a.reshape(a.shape[-2], a.shape[-1])
-
-
-def _heat(ax, a: np.ndarray, title: str, cmap: str = "RdBu_r", symmetric: bool = True) -> None:
+def _heat(ax, image, title: str, cmap: str = "RdBu_r", symmetric: bool = True) -> None:
+    """Show the last two dims of ``image`` (tensor or array; a diverging map around 0 when ``symmetric``)."""
+    a = np.asarray(torch.as_tensor(image).detach().float().cpu())
+    a = a.reshape(a.shape[-2:])
     lim = float(np.abs(a).max()) or 1.0
     ax.imshow(a, cmap=cmap, vmin=-lim if symmetric else 0.0, vmax=lim)
     ax.set_title(title, fontsize=9)
@@ -108,9 +106,8 @@ class _Explorer(widgets.VBox):
 class AbcExplorer(_Explorer):
     """ABC of one of the digits ``x`` (``N x 1 x 28 x 28``, ``y`` optional labels): its attribution, the per-pixel
     mutation probability, the first ``n_show`` sampled mutations (title: the model's label, green when it keeps the
-    prediction) and ABC = the fraction of the ``S`` samples that keep it (:func:`helpers.abc.abc_confidence`).
-
-    Options: ``n_show`` (6), ``seed``, extra keywords for ``abc_confidence`` (e.g. ``n_steps``).
+    prediction) and ABC = the fraction of the ``S`` samples that keep it (:func:`helpers.abc.abc_confidence` with
+    ``seed`` and ``abc_options``, e.g. ``n_steps``).
     ``update(index=3, method="grad", baseline="blur", budget=100, n_samples=200)`` returns the numbers shown.
     """
 
@@ -159,13 +156,12 @@ class AbcExplorer(_Explorer):
         fig = Figure(figsize=(min(10.0, 1.3 * (3 + k)), 2.4))
         axes = fig.subplots(1, 3 + k)
         label = "" if r["label"] is None else f"label {r['label']}, "
-        _heat(axes[0], _image(self.x[r["index"]]), f"{label}pred {r['predicted']}", cmap="gray", symmetric=False)
-        _heat(axes[1], _image(r["attribution"]), f"{r['method']} attribution")
-        _heat(axes[2], _image(r["weights"]), "P(mutate pixel)", cmap="magma", symmetric=False)
-        for j in range(k):
-            _heat(axes[3 + j], _image(r["mutations"][j]), f"sample {j + 1}: {r['mutation_labels'][j]}", cmap="gray",
-                  symmetric=False)
-            axes[3 + j].title.set_color("green" if r["mutation_labels"][j] == r["predicted"] else "red")
+        _heat(axes[0], self.x[r["index"]], f"{label}pred {r['predicted']}", cmap="gray", symmetric=False)
+        _heat(axes[1], r["attribution"], f"{r['method']} attribution")
+        _heat(axes[2], r["weights"], "P(mutate pixel)", cmap="magma", symmetric=False)
+        for j, (mutation, got) in enumerate(zip(r["mutations"], r["mutation_labels"])):
+            _heat(axes[3 + j], mutation, f"sample {j + 1}: {got}", cmap="gray", symmetric=False)
+            axes[3 + j].title.set_color("green" if got == r["predicted"] else "red")
         fig.suptitle(f"ABC = {r['abc']:.2f}: {r['kept']} of {r['n_samples']} mutated copies keep the prediction "
                      f"{r['predicted']} (budget {r['budget']:g}, baseline {r['baseline']})")
         fig.tight_layout()
@@ -178,11 +174,9 @@ class AbcExplorer(_Explorer):
 
 class SmoothingExplorer(_Explorer):
     """Infidelity and max-sensitivity of a smoothed explanation (``method`` "grad" or "gbp", SmoothGrad with the
-    chosen kernel) against the smoothing radius, averaged over the digits ``x``; the heat map at the chosen radius.
-
-    Options: ``radii`` (0 ... 0.5), ``perturbation`` (``Gaussian(0.1)``: by Stein's lemma its optimal explanation is
-    the gradient smoothed at that radius), ``methods``, ``n_smooth`` (12), ``n_infidelity`` (200),
-    ``sensitivity_radius`` (0.1), ``n_sensitivity`` (5), ``normalize``, ``seed``. Keep ``x`` small (8-32 digits).
+    chosen kernel) against the smoothing radius, averaged over the digits ``x`` (keep it small: 8-32 digits); the
+    heat map at the chosen radius. ``perturbation`` defaults to ``Gaussian(0.1)``: by Stein's lemma its optimal
+    explanation is the gradient smoothed at that radius.
     """
 
     _names = {"kernel": "kernel", "method": "method", "SG radius": "radius", "digit": "index"}
@@ -253,12 +247,11 @@ class SmoothingExplorer(_Explorer):
             ax.axvline(r["radius"], color="gray", ls="--", lw=1)
             ax.set(xlabel=f"SG radius ({r['kernel']} kernel, pixel units)", ylabel=f"{name} (mean over digits)",
                    title=f"{name} of smoothed {r['method']}")
-            if i == 0:
-                ax.axvline(r["best_radius"], color="C2", lw=1, label=f"least infidelity: r = {r['best_radius']:g}")
-                ax.legend()
+        fig.axes[0].axvline(r["best_radius"], color="C2", lw=1, label=f"least infidelity: r = {r['best_radius']:g}")
+        fig.axes[0].legend()
         label = "" if self.y is None else f" (label {int(self.y[r['index']])})"
-        _heat(fig.add_subplot(gs[2]), _image(self.x[r["index"]]), f"digit {r['index']}{label}", "gray", False)
-        _heat(fig.add_subplot(gs[3]), r["explanation"].squeeze(), f"{r['method']} smoothed, r = {r['radius']:g}")
+        _heat(fig.add_subplot(gs[2]), self.x[r["index"]], f"digit {r['index']}{label}", "gray", False)
+        _heat(fig.add_subplot(gs[3]), r["explanation"], f"{r['method']} smoothed, r = {r['radius']:g}")
         fig.tight_layout()
         return fig
 
@@ -277,22 +270,21 @@ class RiskCoverageExplorer(_Explorer):
     _names = {"coverage": "coverage", "methods": "methods"}
 
     def __init__(self, confidences: Mapping[str, Any], correct: Any, *, coverage: float = 0.8) -> None:
-        from .metrics import _as_correct, as_array, risk_coverage
+        from .metrics import as_array, risk_coverage
 
         if not isinstance(confidences, Mapping) or not confidences:
             raise ValueError("confidences must be a non-empty dict {method name: N confidences}")
-        corr = as_array(correct, "correct")
-        corr = _as_correct(corr, corr.shape[0])
         if not 0.0 < coverage <= 1.0:
             raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
-        self.correct, self.confidences, self.curves = corr, {}, {}
+        self.curves, self.sorted = {}, {}  # name -> (coverage, risk); name -> confidences, most confident first
         for name, c in confidences.items():
-            a = as_array(c, f"confidences[{name!r}]")
-            if a.shape != corr.shape:
-                raise ValueError(f"confidences[{name!r}] has shape {a.shape}, but correct has shape {corr.shape}")
-            self.confidences[str(name)] = a
-            self.curves[str(name)] = tuple(np.asarray(v) for v in risk_coverage(a, corr))
-        names = tuple(self.confidences)
+            try:
+                a = as_array(c, "confidence")
+                self.curves[str(name)] = risk_coverage(a, correct)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"confidences[{name!r}] and correct: {err}") from err
+            self.sorted[str(name)] = -np.sort(-a)
+        names = tuple(self.curves)
         super().__init__([
             _slider(widgets.FloatSlider, "coverage", min=0.05, max=1.0, step=0.01, value=float(coverage),
                     readout_format=".2f"),
@@ -301,15 +293,14 @@ class RiskCoverageExplorer(_Explorer):
 
     def compute(self, *, coverage: float, methods: Sequence[str]) -> Dict[str, Any]:
         """Selective risk (error rate of the kept predictions) of each method at ``coverage``, and its AURC."""
-        if not 0.0 < float(coverage) <= 1.0:
-            raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
-        n = self.correct.shape[0]
+        risk_all = next(iter(self.curves.values()))[1]  # the same predictions for every method
+        n = len(risk_all)
         k = max(1, int(math.ceil(float(coverage) * n - 1e-9)))
         rows = [{"method": m, "risk": float(self.curves[m][1][k - 1]), "aurc": float(np.mean(self.curves[m][1])),
-                 "threshold": float(np.sort(self.confidences[m])[::-1][k - 1]), "kept": k} for m in methods]
+                 "threshold": float(self.sorted[m][k - 1]), "kept": k} for m in methods]
         return {"coverage": float(coverage), "kept": k, "n": n, "rows": rows,
                 "risk": {r["method"]: r["risk"] for r in rows}, "aurc": {r["method"]: r["aurc"] for r in rows},
-                "error_rate": float(1.0 - self.correct.mean())}
+                "error_rate": float(risk_all[-1])}
 
     def render(self, r: Mapping[str, Any]) -> Figure:
         fig = Figure(figsize=(7.0, 3.6))
