@@ -16,9 +16,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .infidelity import Packed, evaluate, generator, pack
-from .perturbations import Draw, as_perturbation, draw
-from .validation import check_images, check_model, model_device
+from .infidelity import as_inputs, evaluate, generator
+from .perturbations import Draw, as_perturbation
 
 __all__ = ["optimal_explanation", "optimal_from_samples", "solve_psd", "sherman_morrison"]
 
@@ -47,71 +46,58 @@ def _sums(W: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict:
             "y": (w * y).sum(1, keepdim=True), "1": w.sum(1, keepdim=True)}
 
 
+def _gram(W: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Σ_s w_s W_s W_sᵀ`` (``W``: ``n x S x d``, ``w``: ``N x S``) -> ``n x d x d``."""
+    return torch.matmul((W * w[: W.shape[0]].unsqueeze(-1)).transpose(1, 2), W)
+
+
 def _solve(acc: dict, gram: Optional[torch.Tensor], ridge: float, second_moment=None) -> torch.Tensor:
     """Φ from the sums of :func:`_sums`: the control-variate closed form when ``second_moment = (u, D)`` is given,
-    else least squares with ``gram = Σ w W Wᵀ`` (``1 x d x d`` shared by every input, or ``N x d x d``)."""
+    else least squares with ``gram`` (``1 x d x d`` shared by every input, or ``N x d x d``)."""
     s1 = acc["1"]
-    if second_moment is not None:
-        u, dg = (t.double().flatten(1).to(s1.device) for t in second_moment)
-        c = acc["y"] / s1
-        r = (acc["Wy"] - c * acc["W"]) / s1 + c * u                                          # E[W (y - c)] + c u
-        return sherman_morrison(u, dg + ridge, r).float()
-    g = gram / s1[: gram.shape[0]].unsqueeze(-1)
-    return solve_psd(g, (acc["Wy"] / s1).unsqueeze(-1), ridge).squeeze(-1).float()
+    if second_moment is None:
+        g = gram / s1[: gram.shape[0]].unsqueeze(-1)
+        return solve_psd(g, (acc["Wy"] / s1).unsqueeze(-1), ridge).squeeze(-1).float()
+    u, dg = (t.double().flatten(1).to(s1.device) for t in second_moment)
+    c = acc["y"] / s1
+    return sherman_morrison(u, dg + ridge, (acc["Wy"] - c * acc["W"]) / s1 + c * u).float()    # E[W (y - c)] + c u
 
 
 def optimal_from_samples(W: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None,
                          ridge: float = 0.0, second_moment: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
                          ) -> torch.Tensor:
-    """``argmin_Φ Σ_s w_s (W_sᵀΦ - diff_s)² (+ ridge ‖Φ‖²)`` per input from given samples.
+    """``argmin_Φ Σ_s w_s (W_sᵀΦ - diff_s)² (+ ridge ‖Φ‖²)`` per input from given samples -> ``N x d`` (float32).
 
-    Args:
-        W: ``N x S x d`` (or ``S x d``, shared by every input); diff: ``N x S``; weights: ``N x S`` or ``S``.
-        second_moment: ``(u, D)`` (``N x d`` each) when ``E[W] = u`` and ``E[WWᵀ] = u uᵀ + diag(D)`` are known:
-            the control-variate estimate and an O(S d) Sherman-Morrison solve; else the sampled least squares.
-    Returns: ``N x d`` explanations (float64 sums and solves, float32 result; the closed form multiplies ``W`` in its
-    own dtype by the centred, float64-weighted ``diff``).
+    ``W``: ``N x S x d`` (or ``S x d``, shared by every input); ``diff``: ``N x S``; ``weights``: ``N x S`` or ``S``;
+    ``second_moment``: ``(u, D)`` (``N x d`` each) when ``E[W] = u``, ``E[WWᵀ] = u uᵀ + diag(D)`` are known: the
+    control-variate closed form, else least squares (float64 sums and solves).
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     W3, y = (W if W.dim() == 3 else W.unsqueeze(0)), diff.double()
     w = (torch.ones_like(y) if weights is None else weights.double()).expand(y.shape)
-    if second_moment is not None:
-        # with c known up front, W multiplies the centred (y - c), which does not cancel: no float64 copy of W needed
-        u, dg = (t.double().flatten(1).to(y.device) for t in second_moment)
-        sw = w.sum(1, keepdim=True)
-        c = (w * y).sum(1, keepdim=True) / sw
-        v = (w * (y - c) / sw).to(W3.dtype)
-        r = torch.matmul(v.unsqueeze(1), W3).squeeze(1).double() + c * u                   # E[W (y - c)] + c u
-        return sherman_morrison(u, dg + ridge, r).float()
-    Wd = W3.double()
-    if second_moment is None and Wd.shape[0] == 1 and not bool((w == w[:1]).all()):
-        raise ValueError("a shared W needs the same weights for every input")
-    gram = torch.matmul((Wd * w[: Wd.shape[0]].unsqueeze(-1)).transpose(1, 2), Wd)
-    return _solve(_sums(Wd, y, w), gram, ridge)
+    if second_moment is None:
+        if W3.shape[0] == 1 and not bool((w == w[:1]).all()):
+            raise ValueError("a shared W needs the same weights for every input")
+        Wd = W3.double()
+        return _solve(_sums(Wd, y, w), _gram(Wd, w), ridge)
+    # with c known up front, W multiplies the centred (y - c), which does not cancel: no float64 copy of W needed
+    u, dg = (t.double().flatten(1).to(y.device) for t in second_moment)
+    sw = w.sum(1, keepdim=True)
+    c = (w * y).sum(1, keepdim=True) / sw
+    v = (w * (y - c) / sw).to(W3.dtype)
+    r = torch.matmul(v.unsqueeze(1), W3).squeeze(1).double() + c * u                        # E[W (y - c)] + c u
+    return sherman_morrison(u, dg + ridge, r).float()
 
 
 def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=None, n_samples: Optional[int] = None,
                         ridge: float = 0.0, *, method: str = "auto", seed: int = 0, additional_forward_args: tuple = ()
                         ) -> torch.Tensor:
-    """The infidelity-optimal explanation ``Φ* = E[IIᵀ]⁻¹ E[I Δf]`` per input, in the perturbation's units.
-
-    Args:
-        model: classifier in eval mode; x: inputs ``N x ...``; target: LongTensor ``N``, int or ``None``.
-        perturbation: as for :func:`helpers.infidelity.infidelity` (any object with ``units`` and ``sample``).
-        n_samples: perturbations (``None``: the perturbation's ``default_samples``, else 1,000).
-        ridge: ``λ >= 0`` added to the diagonal of ``E[IIᵀ]`` (0: pseudo-inverse if singular).
-        method: ``"closed_form"`` (known ``E[IIᵀ]``: ``perturbation.second_moment``), ``"lstsq"``, or ``"auto"``
-            (closed form when available).
-        seed: seed of the perturbations (shared by every input); additional_forward_args: as for ``infidelity``.
-    Returns: ``N x ...`` like ``x`` (float32, CPU).
+    """The infidelity-optimal explanation ``Φ* = E[IIᵀ]⁻¹ E[I Δf]`` per input, in the perturbation's units: like
+    ``x`` (float32, CPU). Arguments as for :func:`helpers.infidelity.infidelity`; ``ridge``: ``λ >= 0`` added to the
+    diagonal of ``E[IIᵀ]`` (0: pseudo-inverse if singular); ``method``: ``"closed_form"`` (known ``E[IIᵀ]``:
+    ``perturbation.second_moment``), ``"lstsq"``, or ``"auto"`` (closed form when available).
     """
-    check_model(model)
-    if isinstance(x, (tuple, list)):               # several inputs: solve on one packed N x D tensor, unpack Φ*
-        flat, unpack = pack(tuple(x))
-        return unpack(optimal_explanation(Packed(model, unpack), flat, perturbation, target, n_samples, ridge,
-                                          method=method, seed=seed, additional_forward_args=additional_forward_args))
-    check_images(x)
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     if method not in ("auto", "closed_form", "lstsq"):
@@ -120,12 +106,13 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     if method == "closed_form" and not closed:
         raise ValueError(f"{type(perturbation).__name__} has no known E[IIᵀ] (second_moment); use method='lstsq'")
     closed = closed and method != "lstsq"
-    xd = x.to(model_device(model))
-    N, d = x.shape[0], math.prod(x.shape[1:])
+    c, xd = as_inputs(model, x, additional_forward_args)
+    N, d = xd.shape[0], xd[0].numel()
     acc = {k: torch.zeros(N, m, dtype=torch.float64, device=xd.device) for k, m in (("Wy", d), ("W", d), ("y", 1), ("1", 1))}
-    gram = {}
-    # shared draws (one W for every input, e.g. Square's masks) are told apart on two rows: a chunk of one row is not
-    shares = N == 1 or draw(as_perturbation(perturbation), xd, slice(0, 2), 0, 1, generator(xd.device, seed)).W.shape[0] == 1
+    # draws shared by every input (one W, e.g. Square's masks) are told apart on two rows (a chunk of one row is not)
+    probe = N > 1 and as_perturbation(perturbation).draw_block(xd, slice(0, 2), 0, 1, generator(xd.device, seed))
+    shared = not probe or (probe.W.shape[0] == 1 and (probe.weights is None or probe.weights.shape[0] == 1))
+    gram = None if closed else torch.zeros(1 if shared else N, d, d, dtype=torch.float64, device=xd.device)
 
     def reduce(rows: slice, dr: Draw, diff: torch.Tensor) -> None:
         r, s = diff.shape
@@ -133,19 +120,11 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
         w = (torch.ones_like(y) if dr.weights is None else dr.weights.double()).expand(r, s)
         for k, v in _sums(W, y, w).items():                                                    # float64 sums
             acc[k][rows] += v
-        if not closed:
-            shared = shares and W.shape[0] == 1 and bool((w == w[:1]).all())
-            key = "shared" if shared else "per_input"
-            if shared and rows.start > 0:
-                return                                                        # one Gram per sample block
-            g = torch.matmul((W * w[: W.shape[0]].unsqueeze(-1)).transpose(1, 2), W)
-            if key == "per_input":
-                gram.setdefault(key, torch.zeros(N, d, d, dtype=torch.float64, device=xd.device))[rows] += g
-            else:
-                gram[key] = gram.get(key, 0) + g
+        if gram is not None and not shared:
+            gram[rows] += _gram(W, w)
+        elif gram is not None and rows.start == 0:                            # one shared Gram per sample block
+            gram.add_(_gram(W, w))
 
-    evaluate(model, xd, perturbation, target, n_samples, seed, reduce, tuple(additional_forward_args))
-    if len(gram) > 1:
-        raise ValueError("the perturbation's draws must be either shared by every input or per input, not both")
-    phi = _solve(acc, None if closed else next(iter(gram.values())), ridge, perturbation.second_moment(xd) if closed else None)
-    return phi.reshape(x.shape).cpu()
+    evaluate(c, xd, perturbation, target, n_samples, seed, reduce)
+    phi = _solve(acc, gram, ridge, perturbation.second_moment(xd) if closed else None).cpu()
+    return c.unpack(phi) if isinstance(x, (tuple, list)) else phi.reshape(x.shape)

@@ -16,6 +16,8 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .validation import check_like, check_positive_int
+
 __all__ = ["Draw", "Perturbation", "Gaussian", "NoisyBaseline", "ConstantBaseline", "Square", "ShapSubset",
            "Fixed", "FromFunction", "as_perturbation", "square_masks"]
 
@@ -37,18 +39,14 @@ def _positive(value: object, name: str) -> float:
     return float(value)
 
 
-def _baseline_like(baseline: BaselineLike, x: torch.Tensor, name: str = "baseline") -> torch.Tensor:
-    """The baseline broadcastable to ``x`` (``N x ...``): a number, one input (``...``) or ``N x ...``."""
+def _baseline_like(baseline: BaselineLike, x: torch.Tensor) -> torch.Tensor:
+    """The baseline broadcastable to ``x`` (``N x ...``): a number, one input (``...``), ``1 x ...`` or ``N x ...``."""
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full((1,) + tuple(x.shape[1:]), float(baseline), dtype=x.dtype, device=x.device)
+        return torch.full((1,) + x.shape[1:], float(baseline), dtype=x.dtype, device=x.device)
     if not isinstance(baseline, torch.Tensor):
-        raise TypeError(f"{name} must be a number or a tensor, got {type(baseline).__name__}")
-    b = baseline.to(device=x.device, dtype=x.dtype)
-    b = b.unsqueeze(0) if b.shape == x.shape[1:] else b
-    if b.dim() != x.dim() or b.shape[1:] != x.shape[1:] or b.shape[0] not in (1, x.shape[0]):
-        raise ValueError(f"{name} must be a number, one input of shape {tuple(x.shape[1:])} or a batch of shape "
-                         f"{tuple(x.shape)}, got {tuple(b.shape)}")
-    return b
+        raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
+    b = check_like(baseline, x, "baseline", allow_broadcast=True).to(device=x.device, dtype=x.dtype)
+    return b.unsqueeze(0) if b.dim() < x.dim() else b
 
 
 class Perturbation:
@@ -57,13 +55,14 @@ class Perturbation:
     units: str = "local"
     default_samples: int = 1000
 
-    def draw(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> Draw:
-        raise NotImplementedError  # pragma: no cover
+    def draw_block(self, x: torch.Tensor, rows: slice, start: int, n: int, generator=None) -> Draw:
+        """Samples ``start:start+n`` for the inputs ``x[rows]`` (what the evaluators call)."""
+        return self.draw(x[rows], n, generator)
 
     def sample(self, x: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``n`` perturbations ``I`` per input: ``N x n x ...``."""
         i = self.draw(x, n, generator).I
-        return i.expand((x.shape[0],) + tuple(i.shape[1:]))
+        return i.expand((x.shape[0],) + i.shape[1:])
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
         """The baseline ``x0`` broadcastable to ``x`` (0 unless the perturbation has one)."""
@@ -74,11 +73,6 @@ class Perturbation:
         return f"{type(self).__name__}({fields})"
 
 
-def _noise(x: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise ``1 x n x ...`` shared by every input of ``x``."""
-    return torch.randn((1, n) + tuple(x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-
-
 class Gaussian(Perturbation):
     """``I ~ N(0, σ² Id)``: the vanishing-Gaussian perturbation (Grad is optimal as σ -> 0); ``E[IIᵀ] = σ² Id``."""
 
@@ -86,7 +80,7 @@ class Gaussian(Perturbation):
         self.sigma = _positive(sigma, "sigma")
 
     def draw(self, x, n, generator=None):
-        i = _noise(x, n, generator) * self.sigma
+        i = torch.randn((1, n) + x.shape[1:], generator=generator, device=x.device, dtype=x.dtype) * self.sigma
         return Draw(i, i)
 
     def second_moment(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -123,15 +117,14 @@ class NoisyBaseline(Perturbation):
         self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
 
     def draw(self, x, n, generator=None):
-        z = _baseline_like(self.baseline, x).unsqueeze(1) + self.sigma * _noise(x, n, generator)
-        if self.input_range is not None:
-            z = z.clamp(*self.input_range)
-        i = x.unsqueeze(1) - z
+        noise = torch.randn((1, n) + x.shape[1:], generator=generator, device=x.device, dtype=x.dtype)
+        z = self.baseline_for(x).unsqueeze(1) + self.sigma * noise
+        i = x.unsqueeze(1) - (z if self.input_range is None else z.clamp(*self.input_range))
         return Draw(i, i)
 
     def second_moment(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(u, D)``: ``u = E[I] = x - E[z]``, ``D = Var[z]``, each ``N x ...``."""
-        x0 = _baseline_like(self.baseline, x).expand_as(x)
+        x0 = self.baseline_for(x).expand_as(x)
         if self.input_range is None:
             return x - x0, torch.full_like(x, self.sigma ** 2)
         mu, var = _clipped_normal_moments(x0, self.sigma, *self.input_range)
@@ -160,7 +153,7 @@ class ConstantBaseline(_Masked):
         super().__init__(value)
 
     def masks(self, x, n, generator=None):
-        return torch.ones((1, n) + tuple(x.shape[1:]), device=x.device, dtype=x.dtype), None
+        return torch.ones((1, n) + x.shape[1:], device=x.device, dtype=x.dtype), None
 
 
 def square_masks(shape: Sequence[int], sizes: Sequence[int] = tuple(range(1, 11)), stride: int = 1,
@@ -187,11 +180,10 @@ class Square(_Masked):
                  baseline: BaselineLike = 0.0) -> None:
         super().__init__(baseline)
         sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
-        if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"sizes must be positive ints, got {sizes!r}")
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
-        self.sizes, self.stride = sizes, stride
+        if not sizes:
+            raise ValueError("sizes must hold at least one square size, e.g. (1, 2, 3)")
+        self.sizes = tuple(check_positive_int(s, "sizes") for s in sizes)
+        self.stride = check_positive_int(stride, "stride")
 
     def all_masks(self, x: torch.Tensor) -> torch.Tensor:
         """Every mask, ``K x C x H x W`` float."""
@@ -204,8 +196,7 @@ class Square(_Masked):
 
     def masks(self, x, n, generator=None):
         allm = self.all_masks(x)
-        idx = torch.randint(allm.shape[0], (n,), generator=generator, device=x.device)
-        return allm[idx].unsqueeze(0), None
+        return allm[torch.randint(allm.shape[0], (n,), generator=generator, device=x.device)].unsqueeze(0), None
 
 
 def shapley_size_probs(d: int) -> torch.Tensor:
@@ -223,14 +214,12 @@ class ShapSubset(_Masked):
     """
 
     def masks(self, x, n, generator=None):
-        d = int(math.prod(x.shape[1:]))
+        d = math.prod(x.shape[1:])
         if d < 2:
             raise ValueError(f"ShapSubset needs inputs with at least 2 features, got shape {tuple(x.shape[1:])}")
         z = torch.multinomial(shapley_size_probs(d).to(x.device), n, replacement=True, generator=generator) + 1
-        order = torch.rand((n, d), generator=generator, device=x.device).argsort(1)      # a uniform permutation
-        first = (torch.arange(d, device=x.device) < z.unsqueeze(1)).to(x.dtype)           # its first z positions
-        m = torch.zeros_like(first).scatter_(1, order, first)
-        return m.reshape((1, n) + tuple(x.shape[1:])), None
+        rank = torch.rand((n, d), generator=generator, device=x.device).argsort(1).argsort(1)  # a uniform permutation
+        return (rank < z.unsqueeze(1)).to(x.dtype).reshape((1, n) + x.shape[1:]), None          # its first z features
 
 
 class Fixed(Perturbation):
@@ -247,7 +236,6 @@ class Fixed(Perturbation):
         self.default_samples = int(I.shape[1])
 
     def draw_block(self, x: torch.Tensor, rows: slice, start: int, n: int, generator=None) -> Draw:
-        """Samples ``start:start+n`` of the inputs ``rows`` (the evaluators call this)."""
         if self.I.shape[0] != x.shape[0] or self.I.shape[2:] != x.shape[1:] or start + n > self.I.shape[1]:
             raise ValueError(f"Fixed perturbation of shape {tuple(self.I.shape)} does not fit x of shape "
                              f"{tuple(x.shape)} with {start + n} samples (expected N x n x ...)")
@@ -274,36 +262,36 @@ class FromFunction(Perturbation):
         i = out[0] if isinstance(out, (tuple, list)) else out
         if not isinstance(i, torch.Tensor) or i.shape != xr.shape:
             raise ValueError(f"perturb_func must return (I, x - I) with I of shape {tuple(xr.shape)}")
-        i = i.reshape((x.shape[0], n) + tuple(x.shape[1:]))
+        i = i.reshape((x.shape[0], n) + x.shape[1:])
         return Draw(i, i)
 
 
-def as_perturbation(p: object) -> object:
-    """Check a perturbation: a :class:`Perturbation`, any object with ``units`` and ``sample(x, n, generator)``,
-    or a callable ``perturb_func(x) -> (I, x - I)`` (wrapped in :class:`FromFunction`)."""
+class _Sampled(Perturbation):
+    """An object with ``units`` and ``sample`` only; ``W`` of a global one is ``I / (x - x0)`` (0 where ``x == x0``)."""
+
+    def __init__(self, p: object) -> None:
+        self.p, self.units, self.baseline = p, p.units, getattr(p, "baseline", 0.0)
+        self.default_samples = int(getattr(p, "default_samples", 1000))
+
+    def draw(self, x, n, generator=None):
+        i = self.p.sample(x, n, generator)
+        if i.shape != (x.shape[0], n) + x.shape[1:]:
+            raise ValueError(f"perturbation.sample must return N x n x ... = {(x.shape[0], n, *x.shape[1:])}, got "
+                             f"{tuple(i.shape)}")
+        if self.units == "local":
+            return Draw(i, i)
+        diff = (x - self.baseline_for(x)).unsqueeze(1)
+        return Draw(i, torch.where(diff == 0, torch.zeros_like(i), i / torch.where(diff == 0, 1.0, diff)))
+
+
+def as_perturbation(p: object) -> Perturbation:
+    """A :class:`Perturbation` from any object with ``units`` and ``sample(x, n, generator)``, or from a callable
+    ``perturb_func(x) -> (I, x - I)`` (:class:`FromFunction`)."""
     if callable(p) and not hasattr(p, "sample"):
         return FromFunction(p)
-    if not hasattr(p, "sample") and not hasattr(p, "draw"):
+    if not hasattr(p, "sample"):
         raise TypeError(f"perturbation must have units and sample(x, n, generator) -> I (e.g. NoisyBaseline(0.2)) "
                         f"or be a function perturb_func(x) -> (I, x - I), got {type(p).__name__}")
     if getattr(p, "units", None) not in ("local", "global"):
         raise ValueError(f"perturbation.units must be 'local' or 'global', got {getattr(p, 'units', None)!r}")
-    return p
-
-
-def draw(p: object, x: torch.Tensor, rows: slice, start: int, n: int, generator: torch.Generator) -> Draw:
-    """Samples ``start:start+n`` for the inputs ``x[rows]`` from any perturbation object (``W`` of a global one
-    that only has ``sample`` is ``I / (x - x0)``, 0 where ``x == x0``)."""
-    if hasattr(p, "draw_block"):
-        return p.draw_block(x, rows, start, n, generator)
-    if hasattr(p, "draw"):
-        return p.draw(x[rows], n, generator)
-    xr = x[rows]
-    i = p.sample(xr, n, generator)
-    if tuple(i.shape) != (xr.shape[0], n) + tuple(xr.shape[1:]):
-        raise ValueError(f"perturbation.sample must return N x n x ... = {(xr.shape[0], n) + tuple(xr.shape[1:])}, "
-                         f"got {tuple(i.shape)}")
-    if p.units == "local":
-        return Draw(i, i)
-    diff = (xr - _baseline_like(getattr(p, "baseline", 0.0), xr)).unsqueeze(1)
-    return Draw(i, torch.where(diff == 0, torch.zeros_like(i), i / torch.where(diff == 0, 1.0, diff)))
+    return p if isinstance(p, Perturbation) else _Sampled(p)

@@ -15,7 +15,9 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from . import attribution
 from .batching import bytes_per_image, chunk_size_for, run_chunked
+from .infidelity import infidelity, resolve_target
 from .validation import check_images, check_model, check_n_samples, check_target, model_device
 
 __all__ = ["KERNELS", "kernel_noise", "smooth", "explainer", "call_explain", "smoothing_sweep", "choose_radius"]
@@ -31,11 +33,9 @@ def call_explain(explain: Explain, x: torch.Tensor, target: Optional[torch.Tenso
     if not callable(explain):
         raise TypeError(f"explain must be callable explain(x, target) -> Tensor like x, got {type(explain).__name__}")
     try:
-        kinds = [p.kind for p in inspect.signature(explain).parameters.values()]
-        two = inspect.Parameter.VAR_POSITIONAL in kinds or sum(
-            k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds) >= 2
-    except (TypeError, ValueError):
-        two = True
+        two = inspect.signature(explain).bind(x, target) is not None
+    except (TypeError, ValueError) as err:                        # TypeError: it takes x only; ValueError: unknown
+        two = isinstance(err, ValueError)
     out = explain(x, target) if two else explain(x)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -57,14 +57,10 @@ def kernel_noise(kernel: str, radius: float, shape: Tuple[int, ...], gen: torch.
 
 def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_samples: int = 50,
            seed: int = 0) -> Explain:
-    """``Φ_SG(x) = (1/S) Σ_s Φ(x + z_s)`` with the same ``S`` noise vectors ``z_s`` for every input.
-
-    Args:
-        explain: ``explain(x, target) -> Tensor like x`` (or ``explain(x)``). For global units in the authors'
-            convention (``get_explanation_pdt``), pass an explain function that already multiplies by the input:
-            the product is then taken at every noisy copy, before averaging.
-        kernel: one of :data:`KERNELS`; radius: ``r >= 0``; n_samples: ``S``; seed: the noise seed.
-    Returns: ``explain_sg(x, target=None) -> Tensor like x`` with ``.model`` copied from ``explain``.
+    """``Φ_SG(x) = (1/S) Σ_s Φ(x + z_s)``, the same ``S = n_samples`` noise vectors ``z_s`` (:data:`KERNELS`,
+    radius ``r >= 0``) for every input: an explain function ``explain_sg(x, target=None) -> Tensor like x`` with
+    ``explain``'s ``.model``. For global units in the authors' convention (``get_explanation_pdt``), pass an
+    ``explain`` that already multiplies by the input: the product is then taken at every noisy copy.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -75,22 +71,18 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
 
     def explain_sg(x: torch.Tensor, target=None) -> torch.Tensor:
         check_images(x)
-        t = check_target(target, x.shape[0])
         dev = model_device(model) if isinstance(model, nn.Module) else x.device
         xd = x.to(dev)
-        if t is None and isinstance(model, nn.Module):
-            with torch.inference_mode():
-                t = model(xd).argmax(1).clone()
+        t = resolve_target(model, xd, target)[0] if isinstance(model, nn.Module) else check_target(target, x.shape[0])
         gen = torch.Generator(device=dev).manual_seed(int(seed) % (2**63))
-        z = kernel_noise(kernel, float(radius), (S,) + tuple(x.shape[1:]), gen, dev, xd.dtype)     # shared by all
-        rows = max(1, chunk_size_for(bytes_per_image(x, 200), device=dev) // S)
+        z = kernel_noise(kernel, float(radius), (S,) + x.shape[1:], gen, dev, xd.dtype)           # shared by all
 
         def run(a: int, b: int) -> torch.Tensor:
-            y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + tuple(x.shape[1:]))
+            y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + x.shape[1:])
             ty = None if t is None else t[a:b].to(dev).repeat_interleave(S)
-            return call_explain(explain, y, ty).detach().reshape((b - a, S) + tuple(x.shape[1:])).mean(1)
+            return call_explain(explain, y, ty).detach().reshape((b - a, S) + x.shape[1:]).mean(1)
 
-        return run_chunked(run, x.shape[0], rows)
+        return run_chunked(run, x.shape[0], max(1, chunk_size_for(bytes_per_image(x, 200), device=dev) // S))
 
     explain_sg.model = model
     explain_sg.__doc__ = f"{kernel} smoothing (radius {radius}, {S} samples) of {getattr(explain, '__name__', explain)}"
@@ -106,8 +98,6 @@ def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", 
         raise ValueError(f"units must be 'native', 'local' or 'global', got {units!r}")
 
     def explain(x: torch.Tensor, target=None) -> torch.Tensor:
-        from . import attribution
-
         if units == "local":
             return attribution.explain(model, x, target, method, **options).multipliers.to(x.device, x.dtype)
         a = attribution.attribute(model, x, target=target, method=method, **options)
@@ -121,13 +111,9 @@ def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", 
 def smoothing_sweep(model: nn.Module, x: torch.Tensor, explain: Explain, perturbations: Mapping[str, object],
                     radii: Sequence[float], kernels: Sequence[str] = KERNELS, *, n_smooth: int = 20,
                     n_samples: Optional[int] = None, target=None, normalize: bool = True, seed: int = 0) -> list:
-    """Mean infidelity of ``smooth(explain, kernel, r)`` for every kernel, radius and perturbation (use validation
-    inputs). For a global perturbation the explanation is multiplied by ``(x - x0)`` at each noisy copy (the authors'
-    convention). Every (kernel, radius) is scored on the same perturbations.
-    Returns: rows ``{"perturbation", "kernel", "radius", "infidelity"}``.
-    """
-    from .infidelity import infidelity, resolve_target
-
+    """Rows ``{"perturbation", "kernel", "radius", "infidelity"}``: the mean infidelity of ``smooth(explain, kernel, r)``
+    on ``x`` (validation inputs), every (kernel, radius) on the same perturbations. Under a global perturbation the
+    explanation is multiplied by ``(x - x0)`` at each noisy copy (the authors' convention)."""
     xd = x.to(model_device(model))
     t = resolve_target(model, xd, target)[0]
     rows = []
@@ -139,10 +125,9 @@ def smoothing_sweep(model: nn.Module, x: torch.Tensor, explain: Explain, perturb
             base.model = getattr(explain, "model", None)
         attrs = {(k, float(r)): (smooth(base, k, r, n_smooth, seed) if r > 0 else base)(xd, t)
                  for k in kernels for r in radii}
-        inf = infidelity(model, xd, {f"{k}|{r}": v for (k, r), v in attrs.items()}, p, t, n_samples, normalize,
-                         seed + 1)
-        rows += [{"perturbation": pname, "kernel": k, "radius": r, "infidelity": float(inf[f"{k}|{r}"].mean())}
-                 for (k, r) in attrs]
+        inf = infidelity(model, xd, attrs, p, t, n_samples, normalize, seed + 1)
+        rows += [{"perturbation": pname, "kernel": k, "radius": r, "infidelity": float(v.mean())}
+                 for (k, r), v in inf.items()]
     return rows
 
 

@@ -346,7 +346,7 @@ def test_extra_forward_args_follow_their_rows_in_small_chunks(monkeypatch):
 
 def test_a_global_sample_only_perturbation_defaults_to_the_zero_baseline():
     """W = I / (x - x0) with x0 = 0 when the object has no ``baseline``."""
-    from helpers.perturbations import draw
+    from helpers.perturbations import as_perturbation
 
     class Half:
         units = "global"
@@ -355,7 +355,7 @@ def test_a_global_sample_only_perturbation_defaults_to_the_zero_baseline():
             return 0.5 * x.unsqueeze(1).expand((x.shape[0], n) + tuple(x.shape[1:]))
 
     x = _x(2) + 0.1
-    d = draw(Half(), x, slice(0, 2), 0, 3, torch.Generator().manual_seed(0))
+    d = as_perturbation(Half()).draw(x, 3, torch.Generator().manual_seed(0))
     torch.testing.assert_close(d.W, torch.full_like(d.I, 0.5))
 
 
