@@ -1,44 +1,33 @@
-"""Attribution-based confidence (ABC; Jha, Raj, Fernandes, Jha, Jha & Gupta, NeurIPS 2019), made precise.
+"""Attribution-based confidence (ABC; Jha, Raj, Fernandes, Jha, Jha & Gupta, NeurIPS 2019): weights -> inclusion
+probabilities -> masks -> conformance. For one input ``x`` (``d`` features) with predicted class ``t`` (or ``target``):
 
-For one input ``x`` (``d`` features) with predicted class ``t`` (or a given ``target``):
+1. **Weights.** ``w_j = |G_j| e_j / sum_k |G_k| e_k`` from the multipliers ``G`` of :func:`helpers.attribution.explain`
+   (for IG ``A_j = (x_j - b_j) G_j``, so ``|G_j|`` is the paper's ``|A_j / (x_j - b_j)|`` without dividing by a small
+   ``x_j - b_j``), ``e_j = 1[x_j differs from at least one reference]``: a feature equal to its baseline cannot change.
+   With ``K`` references ``G`` is their mean multiplier, so ``|G_j|`` can cancel (notebook 03). All ``G_j = 0``:
+   uniform weights over the eligible features; nothing eligible: every sample equals ``x`` and ABC is 1.
+2. **Sampling.** Each of ``S`` samples changes feature ``j`` independently with probability ``p_j = min(1, c w_j)``,
+   ``c`` exact so that ``sum_j p_j = min(budget, #{j : w_j > 0})``. A changed feature takes its baseline value or,
+   with ``K`` references, that of one drawn uniformly among those that differ from ``x_j``; so ``budget`` is the
+   expected number of changed features (the *effective budget* of :class:`ABCResult`).
+3. **Conformance.** ``ABC(x) = (1/S) sum_s 1[label of x^(s) = t]``.
 
-1. **Attribution.** :func:`helpers.attribution.explain` gives ``A`` and its multipliers ``G``: for integrated
-   gradients ``A_j = (x_j - b_j) G_j`` with ``G`` the path-averaged gradient, so the paper's ``|A_j / (x_j - b_j)|``
-   is ``|G_j|``, computed without dividing by a small ``x_j - b_j``.
-2. **Weights.** ``w_j = |G_j| e_j / sum_k |G_k| e_k`` with ``e_j = 1[x_j != b_j]``: a feature equal to its baseline
-   cannot be changed, so it gets no weight. With ``K`` references (expected gradients, DeepSHAP) ``e_j = 1`` when
-   ``x_j`` differs from *at least one* reference, and ``G`` is the mean over references of the per-reference
-   multiplier, so ``|G_j| = |mean_k G_kj|`` can cancel where references pull in opposite directions (notebook 03
-   compares it with ``mean_k |G_kj|``). All ``G_j = 0`` on eligible features: uniform weights over them; nothing
-   eligible: every sample equals ``x`` and ABC is 1.
-3. **Sampling.** Each of ``S`` samples changes every feature independently (Poisson sampling) with probability
-   ``p_j = min(1, c w_j)``, ``c`` exact (by sorting) so that ``sum_j p_j = min(budget, #{j : w_j > 0})``. A changed
-   feature takes its baseline value ``b_j``; with ``K`` references, the value of one reference drawn uniformly among
-   those that *differ* from ``x_j``. So every selected feature really changes, and ``budget`` is the expected number
-   of changed features per sample for every baseline (the *effective budget*, reported in :class:`ABCResult`).
-4. **Conformance.** ``ABC(x) = (1/S) sum_s 1[label of x^(s) = t]``.
-
-**Random numbers (common random numbers).** Sample ``s`` uses row ``s`` of a ``S x d`` table of uniforms ``U`` that
-depends only on ``seed`` (:func:`uniforms`: ``U[s, j] = hash_uniform(seed, s d + j)``, the package's counter-based
-scheme). Sample ``s`` changes feature ``j`` iff ``U[s, j] < p_j``; a second table picks the reference. Every input
-sees the same ``U``: an input's result does not depend on the other inputs, its position in the batch, the chunk
-size or the device, and a run with more samples starts with the same ones.
-
-**Default budget.** ``budget=None`` means :func:`default_budget`: a fixed fraction of the ``d`` features,
-``DEFAULT_BUDGET_FRACTION * d`` (at least one feature). The fraction is MNIST's budget, chosen on the validation split
-in notebook 01, over ``784``; so MNIST gets :data:`DEFAULT_BUDGET` and a 64x64 image or a 13-feature table gets the
-same *share* of its features changed.
+**Random numbers.** Sample ``s`` changes feature ``j`` iff ``U[s, j] < p_j``, ``U`` a ``S x d`` table of uniforms that
+depends only on ``seed`` (:func:`uniforms`); a second table picks the reference. Every input sees the same ``U``: a
+result does not depend on the other inputs, the batch position, the chunk size or the device, and more samples
+extend the same ones. ``budget=None`` is :func:`default_budget`: MNIST's budget as a share of the ``d`` features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from .attribution import METHODS, Explanation, explain
+from .attribution import Explanation, explain
 from .batching import bytes_per_image, chunk_size_for, hash_uniform, keys, predict, run_chunked
 from .validation import as_classifier, check_finite, check_like, check_positive_int, check_target
 
@@ -60,21 +49,14 @@ _STREAM = 51          # ABC's streams of the package's counter-based random numb
 
 @dataclass
 class ABCResult:
-    """Everything :func:`abc_confidence` computed (``return_details=True``); tensors on the CPU.
-
-    Attributes:
-        confidence: ``N`` in [0, 1]. predicted: LongTensor ``N``, the label every sample is compared with.
-        attributions, multipliers: ``N x ...`` (``A`` and ``G``). references: ``(N|1) x K x ...``.
-        weights: ``N x d`` (rows sum to 1, or 0 when nothing is eligible).
-        inclusion: ``N x d`` probabilities ``p_j`` that a sample changes feature ``j`` (rows sum to the budget).
-        masks: bool ``N x S x ...``: the features each sample changed (``None`` with ``keep_masks=False``).
-        labels: LongTensor ``N x S``: the label of each sample.
-        effective_budget: ``N``: mean number of features a sample changed (close to ``inclusion.sum(1)``).
-        With a tuple of inputs or ``additional_forward_args`` the ``...`` / ``d`` axes are the packed columns
-        (:func:`helpers.validation.as_classifier`): the inputs' features in order, then the per-row forward
-        arguments, which are never changed (weight and probability 0).
-        seed: the seed; :func:`mutated_copies` ``(x, references, inclusion, seed, 0, k)`` rebuilds the first copies.
-    """
+    """Everything :func:`abc_confidence` computed (``return_details=True``), on the CPU: ``confidence`` ``N``,
+    ``predicted`` (LongTensor ``N``, the label every sample is compared with), ``attributions`` and ``multipliers``
+    ``N x ...``, ``references`` ``(N|1) x K x ...``, ``weights`` ``N x d`` (rows sum to 1, or 0 when nothing is
+    eligible), ``inclusion`` ``N x d`` (rows sum to the budget), ``masks`` bool ``N x S x ...`` (``None`` with
+    ``keep_masks=False``), ``labels`` ``N x S``, ``effective_budget`` ``N`` (mean number of changed features per
+    sample) and ``seed``: :func:`mutated_copies` ``(x, references, inclusion, seed, 0, k)`` rebuilds the first copies.
+    With a tuple of inputs or ``additional_forward_args`` the ``d`` axis holds the packed columns
+    (:func:`helpers.validation.as_classifier`); the forward arguments' columns are never changed (weight 0)."""
 
     confidence: torch.Tensor
     predicted: torch.Tensor
@@ -95,25 +77,19 @@ def default_budget(n_features: int) -> float:
 
 
 def weights_from_multipliers(multipliers: torch.Tensor, x: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """ABC sampling weights ``N x d`` from multipliers ``G`` (``N x ...``) and references ``(N|1) x K x ...``.
-
-    ``w_j ∝ |G_j| 1[x_j != r_kj for some k]``, rows normalised to 1; uniform over the eligible features when all
-    their ``|G_j|`` are 0; a row of zeros when no feature is eligible.
-    """
+    """ABC's weights ``N x d`` (step 1 of the module docstring) from multipliers ``G`` (``N x ...``) and references
+    ``(N|1) x K x ...``; a row of zeros when no feature is eligible."""
     n = x.shape[0]
     rf = references.reshape(references.shape[0], references.shape[1], -1)
     eligible = (x.reshape(n, 1, -1) != rf).any(dim=1).to(x.dtype)                # N x d
     w = multipliers.reshape(n, -1).abs() * eligible
     w = torch.where(w.sum(1, keepdim=True) > 0, w, eligible)                      # all-zero |G|: uniform
-    total = w.sum(1, keepdim=True)
-    return torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), torch.zeros_like(w))
+    return w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)      # a zero row stays zero
 
 
 def abc_weights(attributions: torch.Tensor, x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-    """The paper's weights from attributions: ``w_j ∝ |A_j / (x_j - b_j)|``, 0 where ``x_j == b_j``; ``N x d``.
-
-    Equal to :func:`weights_from_multipliers` for IG (``A = G (x - b)``) up to round-off.
-    """
+    """The paper's weights ``N x d`` from attributions, ``w_j ∝ |A_j / (x_j - b_j)|`` (0 where ``x_j == b_j``): for IG
+    (``A = G (x - b)``) :func:`weights_from_multipliers` up to round-off."""
     check_like(attributions, x, "attributions")
     baseline = check_like(baseline, x, "baseline", allow_broadcast=True).expand_as(x)
     diff = (x - baseline).reshape(x.shape[0], -1)
@@ -122,15 +98,20 @@ def abc_weights(attributions: torch.Tensor, x: torch.Tensor, baseline: torch.Ten
     return weights_from_multipliers(ratio.view_as(x), x, baseline.unsqueeze(1))
 
 
-def inclusion_probabilities(weights: torch.Tensor, budget: float) -> torch.Tensor:
-    """Poisson-sampling inclusion probabilities ``p = min(1, c w)`` with ``sum p = min(budget, #{w > 0})``.
-
-    ``weights``: ``N x d``, non-negative. ``c`` is exact per row: with ``w`` sorted in decreasing order and the
-    first ``m`` entries saturated at 1, ``c = (budget - m) / sum_{j >= m} w_(j)`` for the smallest ``m`` at which
-    ``c w_(m) <= 1``.
-    """
+def _check_budget(budget: object) -> float:
+    if isinstance(budget, bool) or not isinstance(budget, Real):
+        raise TypeError(f"budget must be a number (expected changed features per sample), got {type(budget).__name__}")
     if not budget > 0:
         raise ValueError(f"budget must be > 0 (expected number of changed features per sample), got {budget}")
+    return float(budget)
+
+
+def inclusion_probabilities(weights: torch.Tensor, budget: float) -> torch.Tensor:
+    """Poisson-sampling inclusion probabilities ``p = min(1, c w)`` (``N x d``) with ``sum p = min(budget, #{w > 0})``
+    for non-negative ``weights`` ``N x d``. ``c`` is exact per row: with ``w`` sorted in decreasing order and the
+    first ``m`` entries saturated at 1, ``c = (budget - m) / sum_{j >= m} w_(j)`` for the smallest ``m`` at which
+    ``c w_(m) <= 1``."""
+    budget = _check_budget(budget)
     w = weights.to(torch.float64)
     ws, _ = w.sort(dim=1, descending=True)
     tail = ws.flip(1).cumsum(1).flip(1)                               # sum_{j >= m} ws_j
@@ -144,22 +125,19 @@ def inclusion_probabilities(weights: torch.Tensor, budget: float) -> torch.Tenso
 
 def uniforms(seed: int, start: int, stop: int, d: int, stream: int = 0,
              device: Optional[torch.device] = None) -> torch.Tensor:
-    """Rows ``start .. stop`` of the common uniform table ``U`` (``(stop - start) x d`` float32).
-
-    ``U[s, j] = hash_uniform(seed, s * d + j, stream)`` (:func:`helpers.batching.hash_uniform`, the package's one
-    counter-based scheme): a pure function of ``(seed, stream, s, j)``, the same on every device and in every chunk.
-    """
-    return hash_uniform(seed, keys(stop - start, d, device or torch.device("cpu"), start=start * d), stream=_STREAM + stream)
+    """Rows ``start .. stop`` of the uniform table ``U`` (``(stop - start) x d`` float32): ``U[s, j] =
+    hash_uniform(seed, s * d + j)`` (:func:`helpers.batching.hash_uniform`), the same on every device and chunk."""
+    key = keys(stop - start, d, device or torch.device("cpu"), start=start * d)
+    return hash_uniform(seed, key, stream=_STREAM + stream)
 
 
 def mutated_copies(x: torch.Tensor, references: torch.Tensor, inclusion: torch.Tensor, seed: int, start: int,
                    stop: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Samples ``start .. stop`` of ABC for inputs ``x`` (``N x ...``): ``(copies N x b x ..., changed N x b x ...)``.
 
-    ``references``: ``(N|1) x K x ...``; ``inclusion``: ``N x d`` (see :func:`inclusion_probabilities`). Sample ``s``
-    changes feature ``j`` iff ``U[s, j] < p_j`` (:func:`uniforms`, stream 0); a changed feature takes the baseline
-    value, or with ``K > 1`` the value of reference number ``floor(V[s, j] * n_j)`` among the ``n_j`` references
-    that differ from ``x_j`` (in reference order; ``V`` = stream 1).
+    ``references`` ``(N|1) x K x ...``, ``inclusion`` ``N x d``. Sample ``s`` changes feature ``j`` iff ``U[s, j] <
+    p_j`` (:func:`uniforms`, stream 0) to the baseline, or with ``K > 1`` to reference number ``floor(V[s, j] n_j)``
+    of the ``n_j`` references that differ from ``x_j`` (in reference order; ``V`` = stream 1).
     """
     n, shape, dev = x.shape[0], x.shape[1:], x.device
     xf = x.reshape(n, 1, -1)                                               # N x 1 x d
@@ -180,85 +158,55 @@ def mutated_copies(x: torch.Tensor, references: torch.Tensor, inclusion: torch.T
     return copies.view(n, stop - start, *shape), changed.view(n, stop - start, *shape)
 
 
-def _check_budget(budget: object) -> float:
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise TypeError(f"budget must be a number (expected changed features per sample) or None, got "
-                        f"{type(budget).__name__}")
-    if not budget > 0:
-        raise ValueError(f"budget must be > 0 (expected number of changed features per sample), got {budget}")
-    return float(budget)
-
-
-def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], *, method: str = "ig", baseline=None,
-                   n_samples: int = DEFAULT_SAMPLES, budget: Optional[float] = None, seed: int = 0,
+def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], *, method: str = "ig",
+                   baseline=None, n_samples: int = DEFAULT_SAMPLES, budget: Optional[float] = None, seed: int = 0,
                    return_details: bool = False, target: Optional[torch.Tensor] = None,
                    chunk_size: Optional[int] = None, explanation: Optional[Explanation] = None,
                    keep_masks: bool = True, additional_forward_args: Any = None, **options):
-    """Attribution-based confidence of ``model`` on ``x``: ``N`` values in [0, 1] (see the module docstring).
+    """Attribution-based confidence of ``model`` (logits ``N x C``, eval mode) on ``x``: ``N`` values in [0, 1] on
+    ``x``'s device, or with ``return_details`` an :class:`ABCResult` (see the module docstring).
 
-    Args:
-        model: ``nn.Module`` in eval mode returning logits ``N x C``.
-        x: inputs ``N x ...`` (images ``N x C x H x W``, tabular ``N x d``), finite floats, or a tuple of them for
-            ``model(x1, x2, ...)``: they are packed into ``N x D`` rows (:func:`helpers.validation.as_classifier`),
-            and weights, probabilities and masks are over the packed features. Single-logit models (``N`` or
-            ``N x 1``) are read as two classes (``[-z, z]``).
-        method, baseline: the attribution (:data:`helpers.attribution.METHODS`; a baseline name, a number, a tensor,
-            or ``None`` for the method's default).
-        n_samples: ``S`` changed copies per input (the paper uses 1000).
-        budget: expected number of changed features per copy (> 0); ``None``: :func:`default_budget` of ``d``.
-        seed: seeds the attribution's randomness and the uniform table (:func:`uniforms`).
-        return_details: return an :class:`ABCResult` instead of the confidence tensor.
-        target: LongTensor ``N`` / int / ``None``: the class whose attribution drives the sampling and whose label
-            a sample must keep (default: the predicted class).
-        chunk_size: copies per forward pass (default: from the memory budget); it does not change the result.
-        explanation: a precomputed :func:`helpers.attribution.explain` result for ``x`` to reuse across budgets,
-            seeds or sample counts (``method``, ``baseline`` and ``options`` are then ignored).
-        keep_masks: with ``return_details``, also return the ``N x S x ...`` masks (``N*S*d`` bytes).
-        additional_forward_args: extra arguments of ``model`` (as in captum); never changed.
-        **options: passed to :func:`helpers.attribution.explain` (``n_steps``, ``n_references``, ``references``, ...).
-
-    Returns:
-        ``N`` confidences on ``x``'s device (float32), or an :class:`ABCResult` on the CPU.
+    ``x``: inputs ``N x ...``, or a tuple of them for ``model(x1, x2, ...)``, packed into ``N x D`` rows
+    (:func:`helpers.validation.as_classifier`); a single-logit model is read as two classes ``[-z, z]``.
+    ``method`` / ``baseline`` / ``**options``: the attribution (:func:`helpers.attribution.explain`; ``baseline=None``
+    is the method's default). ``n_samples``: ``S`` copies per input (the paper uses 1000). ``budget``: expected
+    changed features per copy (``None``: :func:`default_budget`). ``seed``: the attribution's randomness and the
+    uniform table. ``target``: the class whose attribution drives the sampling and that a copy must keep (default:
+    the prediction). ``chunk_size``: copies per forward pass (default: from the memory budget; it does not change
+    the result). ``explanation``: a precomputed :func:`helpers.attribution.explain` of ``x`` to reuse (``method``,
+    ``baseline`` and ``options`` are then ignored). ``keep_masks``: also return the ``N*S*d`` bytes of masks.
+    ``additional_forward_args``: extra arguments of ``model`` (as in captum), never changed.
     """
     check_positive_int(n_samples, "n_samples")
     check_positive_int(seed, "seed", minimum=0)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     budget = None if budget is None else _check_budget(budget)
     c = as_classifier(model, x, additional_forward_args)
-    if explanation is None:
-        e = explain(model, x, target, method, baseline, seed=seed, additional_forward_args=additional_forward_args,
-                    **options)
-    else:
-        e = explanation
-        if e.attributions.shape != c.x.shape:
-            raise ValueError(f"explanation is for inputs of shape {tuple(e.attributions.shape)}, x has shape "
-                             f"{tuple(c.x.shape)}")
-    budget = default_budget(c.n_features) if budget is None else budget
+    e = explanation or explain(model, x, target, method, baseline, seed=seed,
+                               additional_forward_args=additional_forward_args, **options)
+    check_like(e.attributions, c.x, "explanation.attributions")
     dev = e.attributions.device
     xd, refs = c.x.to(dev), e.references.to(dev)
     check_finite(refs, "baseline")
-    n, shape, s_total = xd.shape[0], tuple(xd.shape[1:]), n_samples
+    n, shape = xd.shape[0], tuple(xd.shape[1:])
     if xd.dim() == 2 and c.n_features < xd.shape[1]:      # packed extra forward arguments: never changed
         refs = refs.expand(n, -1, -1).clone()
         refs[:, :, c.n_features:] = xd[:, None, c.n_features:]
     w = weights_from_multipliers(e.multipliers, xd, refs)
-    p = inclusion_probabilities(w, budget)
+    p = inclusion_probabilities(w, default_budget(c.n_features) if budget is None else budget)
     rows = chunk_size or chunk_size_for(bytes_per_image(xd), device=dev, maximum=8192)
 
     def block(s0: int, s1: int, keep: bool) -> torch.Tensor:
-        def run(a: int, hi: int) -> torch.Tensor:
-            copies, changed = mutated_copies(xd[a:hi], refs[a:hi] if refs.shape[0] > 1 else refs, p[a:hi], seed, s0,
-                                             s1)
+        def run(a: int, b: int) -> torch.Tensor:
+            copies, changed = mutated_copies(xd[a:b], refs[a:b] if refs.shape[0] > 1 else refs, p[a:b], seed, s0, s1)
             if keep:
                 return changed.cpu()
-            lab = predict(c.model, copies.reshape(-1, *shape), batch_size=rows).view(hi - a, s1 - s0)
-            return torch.stack([lab, changed.flatten(2).sum(2)], dim=2)          # (hi - a) x b x 2
+            lab = predict(c.model, copies.reshape(-1, *shape), batch_size=rows).view(b - a, s1 - s0)
+            return torch.stack([lab, changed.flatten(2).sum(2)], dim=2)           # (b - a) x (s1 - s0) x 2
         return run_chunked(run, n, max(1, rows // (s1 - s0)))
 
-    spans = [(s0, min(s_total, s0 + SAMPLE_BLOCK)) for s0 in range(0, s_total, SAMPLE_BLOCK)]
+    spans = [(s0, min(n_samples, s0 + SAMPLE_BLOCK)) for s0 in range(0, n_samples, SAMPLE_BLOCK)]
     with torch.inference_mode():
         out = torch.cat([block(s0, s1, False) for s0, s1 in spans], dim=1)          # N x S x 2
         labels, counts = out[..., 0], out[..., 1]
@@ -274,14 +222,11 @@ def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, 
 def flip_rate_by_bin(model: nn.Module, x: torch.Tensor, scores: torch.Tensor, baseline: torch.Tensor, *,
                      n_bins: int = 10, k: int = 5, n_samples: int = 20, seed: int = 0,
                      target: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """How often the label flips when ``k`` features from one score bin are set to the baseline: ``N x n_bins``.
-
-    For each input, the features that differ from the baseline are ranked by ``|scores|`` (e.g. attributions) from
-    highest to lowest and cut into ``n_bins`` equal-count bins (bin 0 = the highest). Each of ``n_samples`` samples
-    sets the ``min(k, bin size)`` features of one bin with the smallest uniforms (:func:`uniforms`, stream
-    ``2 + bin``: a uniform draw without replacement) to the baseline; the entry is the fraction of samples whose
-    label differs from ``target`` (default: the prediction). This is the measurable content of ABC's Theorem 1.
-    """
+    """How often the label flips when ``k`` features of one score bin are set to the baseline: ``N x n_bins``, the
+    measurable content of ABC's Theorem 1. An input's features that differ from the baseline are ranked by
+    ``|scores|`` and cut into ``n_bins`` equal-count bins (bin 0 = the highest); each of ``n_samples`` samples sets
+    the ``min(k, bin size)`` features of a bin with the smallest uniforms (:func:`uniforms`, stream ``2 + bin``) to
+    the baseline. Entry: the share of samples whose label differs from ``target`` (default: the prediction)."""
     for value, name in ((n_bins, "n_bins"), (k, "k"), (n_samples, "n_samples")):
         check_positive_int(value, name)
     check_like(scores, x, "scores")

@@ -1,9 +1,8 @@
 """Post-hoc calibration on a validation split, scikit-learn style (``fit`` returns ``self``; ``predict_proba``;
 ``confidence`` = the estimated probability that the prediction is correct): :class:`TemperatureScaling` (Guo et al.
-2017), :func:`platt_fit` (any score) / :class:`PlattScaling` (Platt 1999, the problem scikit-learn's
-``CalibratedClassifierCV(method="sigmoid")`` solves), :class:`CombinedConfidence` (several confidences, fitted on
-validation only). Logits are ``N x C`` or, for a single-output model, ``N`` / ``N x 1``: the log-odds ``z`` of
-class 1, read as the two columns ``(0, z)``. Bad input raises ``ValueError`` naming the argument.
+2017), :func:`platt_fit` / :class:`PlattScaling` (Platt 1999, as scikit-learn's ``CalibratedClassifierCV(method=
+"sigmoid")``), :class:`CombinedConfidence` (several confidences). Logits are ``N x C`` or, for a single-output model,
+``N`` / ``N x 1``: the log-odds ``z`` of class 1, read as the two columns ``(0, z)``.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import expit
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 
 from .metrics import _as_correct, _as_weights, as_array
 
@@ -54,6 +55,19 @@ def _like(p: torch.Tensor, like: ArrayLike):
     return p if isinstance(like, torch.Tensor) else p.cpu().numpy()
 
 
+class _Calibrator:
+    """What the calibrators of logits share: the fitted check and ``confidence``."""
+
+    def _check_fitted(self, fitted: object) -> None:
+        if fitted is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(logits_val, labels_val) first")
+
+    def confidence(self, logits: ArrayLike):
+        """Calibrated probability of the predicted (arg-max logit) class, ``N`` (tensor or array, like ``logits``)."""
+        z = as_logits(logits)
+        return _like(self.predict_proba(z).gather(1, z.argmax(dim=1, keepdim=True)).squeeze(1), logits)
+
+
 def top_class_score(logits: ArrayLike) -> torch.Tensor:
     """The top class's log-odds ``log p_max - log(1 - p_max) = z_max - logsumexp(z_others)`` (``N``), stably."""
     z = as_logits(logits)
@@ -79,7 +93,7 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, max_iter: int = 100
     return float(log_t.detach().exp())
 
 
-class TemperatureScaling:
+class TemperatureScaling(_Calibrator):
     """``softmax(z / T)`` with ``T`` fitted on validation logits: ``TemperatureScaling().fit(z_val, y_val)``."""
 
     def __init__(self) -> None:
@@ -92,14 +106,8 @@ class TemperatureScaling:
 
     def predict_proba(self, logits: ArrayLike):
         """Calibrated class probabilities ``N x C`` (tensor in, tensor out; array in, array out)."""
-        if self.temperature_ is None:
-            raise RuntimeError("TemperatureScaling is not fitted yet; call fit(logits_val, labels_val) first")
+        self._check_fitted(self.temperature_)
         return _like(torch.softmax(as_logits(logits).float() / self.temperature_, dim=1), logits)
-
-    def confidence(self, logits: ArrayLike):
-        """Max calibrated probability ``N``."""
-        p = self.predict_proba(logits)
-        return p.max(dim=1).values if isinstance(p, torch.Tensor) else p.max(axis=1)
 
 
 def platt_fit(f: np.ndarray, y: np.ndarray, sample_weight: Optional[np.ndarray] = None,
@@ -143,7 +151,7 @@ def _transform(s: np.ndarray, kind: str) -> np.ndarray:
     return np.log(np.maximum(s, 1e-12)) if kind == "log" else s
 
 
-class PlattScaling:
+class PlattScaling(_Calibrator):
     r"""Platt scaling of a classifier's logits (``N x C``, or one binary logit ``N``).
 
     * ``mode="top"`` (default): :math:`\hat P(\text{correct}) = \sigma(a s + b)` on the top-class log-odds ``s``;
@@ -181,8 +189,7 @@ class PlattScaling:
         return (z[:, 1:] - z[:, :1] if z.shape[1] == 2 else z).cpu().numpy()
 
     def _sigmoids(self, z: torch.Tensor) -> np.ndarray:
-        if self.params_ is None:
-            raise RuntimeError("PlattScaling is not fitted yet; call fit(logits_val, labels_val) first")
+        self._check_fitted(self.params_)
         cols = self._columns(z)
         if cols.shape[1] != len(self.params_):
             raise ValueError(f"logits have {z.shape[1]} classes, the calibrator was fitted on another number")
@@ -202,13 +209,6 @@ class PlattScaling:
         rest = p.scatter(1, top, 0.0)
         rest = rest / rest.sum(dim=1, keepdim=True).clamp_min(1e-30) * (1 - q)
         return _like(rest.scatter(1, top, q), logits)
-
-    def confidence(self, logits: ArrayLike):
-        """Calibrated probability of the predicted (arg-max logit) class, ``N``."""
-        z = as_logits(logits)
-        p = self.predict_proba(z)
-        c = p.gather(1, z.argmax(dim=1, keepdim=True)).squeeze(1)
-        return _like(c, logits)
 
 
 class CombinedConfidence:
@@ -238,6 +238,9 @@ class CombinedConfidence:
             raise ValueError(f"features must have the same length, got {[c.shape[0] for c in cols]}")
         return np.stack(cols, axis=1)
 
+    def _unbounded(self, m: np.ndarray) -> np.ndarray:
+        return np.stack([_transform(col, k) for col, k in zip(m.T, self.transforms_)], axis=1)
+
     def fit(self, features: Mapping[str, ArrayLike], correct: ArrayLike,
             sample_weight: ArrayLike = None) -> "CombinedConfidence":
         """Fit on ``features`` (``{name: N array}``) and ``correct`` (``N`` bools), weighted by ``sample_weight``."""
@@ -248,15 +251,11 @@ class CombinedConfidence:
             raise ValueError("correct contains a single class: cannot fit a model of P(correct)")
         self.feature_names_ = list(features)
         self.transforms_ = [_auto_transform(col) for col in m.T]
-        g = np.stack([_transform(col, k) for col, k in zip(m.T, self.transforms_)], axis=1)
+        g = self._unbounded(m)
         self._mu, self._sd = g.mean(axis=0), np.maximum(g.std(axis=0), 1e-12)
         if self.model == "logistic":
-            from sklearn.linear_model import LogisticRegression
-
             self._est = LogisticRegression(C=self.C, max_iter=1000)
         else:
-            from sklearn.ensemble import HistGradientBoostingClassifier
-
             self._est = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
                                                        l2_regularization=1.0, random_state=self.seed)
         self._est.fit((g - self._mu) / self._sd, c, sample_weight=w)
@@ -273,9 +272,7 @@ class CombinedConfidence:
         """``P(correct)`` per example, ``N``."""
         if self._est is None:
             raise RuntimeError("CombinedConfidence is not fitted yet; call fit(features_val, correct_val) first")
-        m = self._matrix(features)
-        g = np.stack([_transform(col, k) for col, k in zip(m.T, self.transforms_)], axis=1)
-        return self._est.predict_proba((g - self._mu) / self._sd)[:, 1]
+        return self._est.predict_proba((self._unbounded(self._matrix(features)) - self._mu) / self._sd)[:, 1]
 
 
 def combination_confidences(val: Mapping[str, ArrayLike], correct_val: ArrayLike, test: Mapping[str, ArrayLike], *,
@@ -286,6 +283,6 @@ def combination_confidences(val: Mapping[str, ArrayLike], correct_val: ArrayLike
     missing = [f for f in features if f not in val or f not in test]
     if missing:
         raise ValueError(f"features {missing} are missing from val or test")
-    return {f"{prefix}combined ({m})": CombinedConfidence(m).fit({f: val[f] for f in features}, correct_val,
-                                                                 sample_weight).confidence({f: test[f] for f in features})
+    val_x, test_x = {f: val[f] for f in features}, {f: test[f] for f in features}
+    return {f"{prefix}combined ({m})": CombinedConfidence(m).fit(val_x, correct_val, sample_weight).confidence(test_x)
             for m in models}

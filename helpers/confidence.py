@@ -1,10 +1,8 @@
 """Confidences of a classifier's predictions (higher = more likely correct), one pipeline for notebooks 06 and 07:
-:func:`max_softmax`, :func:`mc_dropout` (Gal & Ghahramani 2016; ``T`` masks drawn once from ``seed`` and shared by
-every input, so a score does not depend on the batch, the position or the chunk size), :class:`TrustScore` (Jiang et
-al. 2018), and :class:`ConfidenceSuite`, which fits temperature / Platt scaling and Trust Score once and scores any
-batch (with ABC). ``"mc dropout"`` is true MC dropout (the dropout network's *own* prediction); ``"dropout
-agreement"`` is the probability the dropout network gives to the *scored model's* prediction, an agreement between
-two models.
+:func:`max_softmax`, :func:`mc_dropout` (Gal & Ghahramani 2016), :class:`TrustScore` (Jiang et al. 2018), and
+:class:`ConfidenceSuite`, which fits temperature / Platt scaling and Trust Score once and scores any batch (with ABC).
+``"mc dropout"`` is true MC dropout (the dropout network's *own* prediction); ``"dropout agreement"`` is the
+probability the dropout network gives to the *scored model's* prediction, an agreement between two models.
 """
 
 from __future__ import annotations
@@ -29,11 +27,10 @@ def max_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 def mc_dropout(model: nn.Module, x: torch.Tensor, *, n_passes: int = 20, seed: int = 0,
                batch_size: Optional[int] = None) -> torch.Tensor:
-    """Mean softmax ``N x C`` of ``T = n_passes`` passes of ``model`` with its ``nn.Dropout`` / ``nn.Dropout2d``
-    layers applying ``T`` masks drawn once from ``seed`` (pass ``t`` uses mask ``t`` for every input). The model
-    stays in eval mode. The layers before the first dropout (in call order) run once per input, whose output is
-    then repeated ``T`` times, so each chunk of ``b`` inputs runs the rest of the model as one batch of ``b T`` rows
-    (the same numbers as ``T`` passes of the whole model for a network without branches around its dropouts)."""
+    """Mean softmax ``N x C`` of ``T = n_passes`` passes of ``model`` (in eval mode) whose ``nn.Dropout`` /
+    ``nn.Dropout2d`` layers apply ``T`` masks drawn once from ``seed``, pass ``t`` using mask ``t`` for every input
+    (so a score does not depend on the batch or the chunk). The layers before the first dropout run once; their
+    output is repeated ``T`` times (the same numbers for a network without branches around its dropouts)."""
     check_model(model)
     check_images(x)
     check_positive_int(n_passes, "n_passes")
@@ -85,21 +82,10 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, *, batch_size: Optio
     return run_chunked(run, x.shape[0], batch_size or chunk_size_for(bytes_per_image(x), device=dev))
 
 
-def _checked_features(features: torch.Tensor) -> torch.Tensor:
-    features = torch.as_tensor(features)
-    if features.dim() != 2 or features.shape[0] == 0:
-        raise ValueError(f"features must be a non-empty N x D tensor, got shape {tuple(features.shape)}")
-    if not bool(torch.isfinite(features).all()):
-        raise ValueError("features contains NaN/Inf values")
-    return features
-
-
 def _kth_distance(q: torch.Tensor, ref: torch.Tensor, k: int, margin: int = 16) -> torch.Tensor:
-    """Euclidean distance from each row of ``q`` (``M x D``) to its ``k``-th nearest row of ``ref`` (``R x D``).
-
-    The fast matrix-product distance (``|q|^2 + |r|^2 - 2 q.r`` after centring both on ``ref``'s mean, rounding
-    ~1e-7 of ``|q|^2``) only picks the ``k + margin`` nearest candidates; their distances are then computed directly as ``||q - r||`` and sorted, so
-    the result is the direct distance unless more than ``margin`` rows tie with the ``k``-th within that rounding."""
+    """Euclidean distance ``M`` from each row of ``q`` (``M x D``) to its ``k``-th nearest row of ``ref`` (``R x D``):
+    the fast matrix-product distance only picks the ``k + margin`` nearest candidates, whose distances ``||q - r||``
+    are then computed directly (exact unless more than ``margin`` rows tie with the ``k``-th within ~1e-7)."""
     k_eff = min(k, ref.shape[0])
     n_cand = min(ref.shape[0], k_eff + margin)
     centre = ref.float().mean(dim=0)
@@ -131,7 +117,7 @@ class TrustScore:
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor) -> "TrustScore":
         """Keep the (filtered) training features (``N x D``) of each class of ``labels`` (``N``)."""
-        features = _checked_features(features)
+        features = check_images(torch.as_tensor(features), "features").flatten(1)
         labels = check_target(torch.as_tensor(labels), features.shape[0], name="labels").to(features.device)
         self.class_features_ = []
         for c in range(int(labels.max()) + 1):
@@ -148,7 +134,7 @@ class TrustScore:
         """Trust score ``N`` of the predictions ``predicted`` (``N``) for the rows of ``features`` (``N x D``)."""
         if self.class_features_ is None:
             raise RuntimeError("TrustScore is not fitted yet; call fit(train_features, train_labels) first")
-        features = _checked_features(features)
+        features = check_images(torch.as_tensor(features), "features").flatten(1)
         d = torch.stack([_kth_distance(features, fc.to(features.device), self.k) for fc in self.class_features_], 1)
         pred = check_target(torch.as_tensor(predicted), d.shape[0], d.shape[1], name="predicted").to(d.device)
         d_pred = d.gather(1, pred.unsqueeze(1)).squeeze(1)
@@ -156,14 +142,10 @@ class TrustScore:
 
 
 class ConfidenceSuite:
-    """Every confidence of one model's predictions, fitted once and applied to any batch.
+    """Every confidence of one model's predictions, fitted once (``fit``) and applied to any batch (``scores``).
 
-    ``fit(x_val, y_val, x_train, y_train)`` fits temperature and Platt scaling (top-class and one-vs-rest) on the
-    validation logits and Trust Score on training features. ``scores(x)`` returns numpy arrays ``N``: ``"pred"``,
-    ``"max softmax"``, ``"temperature"``, ``"platt"``, ``"platt (ovr)"``, with a ``dropout_model`` also
-    ``"mc dropout"``, ``"mc dropout pred"`` and ``"dropout agreement"``, ``"trust score"`` when fitted with training
-    data, and one array per ABC method (``abc_methods``: ``{name: options of helpers.abc.abc_confidence}``) on the
-    first ``abc_n`` inputs.
+    ``abc_methods``: ``{name: options of helpers.abc.abc_confidence}``; ``dropout_model``: a network with dropout
+    for ``"mc dropout"`` (``n_passes`` passes) and ``"dropout agreement"``.
     """
 
     def __init__(self, model: nn.Module, *, dropout_model: Optional[nn.Module] = None, n_passes: int = 20,
@@ -175,7 +157,8 @@ class ConfidenceSuite:
 
     def fit(self, x_val: torch.Tensor, y_val: torch.Tensor, x_train: Optional[torch.Tensor] = None,
             y_train: Optional[torch.Tensor] = None) -> "ConfidenceSuite":
-        """Fit the calibrators on ``(x_val, y_val)`` and Trust Score on ``(x_train, y_train)`` when given."""
+        """Fit temperature and Platt scaling (top-class and one-vs-rest) on the logits of ``(x_val, y_val)`` and Trust
+        Score on the penultimate features of ``(x_train, y_train)`` when given; returns ``self``."""
         z = forward(self.model, x_val)
         self.calibrators_ = {"temperature": TemperatureScaling().fit(z, y_val), "platt": PlattScaling().fit(z, y_val),
                              "platt (ovr)": PlattScaling("ovr").fit(z, y_val)}
@@ -187,13 +170,15 @@ class ConfidenceSuite:
         return self
 
     def scores(self, x: torch.Tensor, *, abc_n: Optional[int] = None) -> Dict[str, np.ndarray]:
-        """All confidences of the model's predictions on ``x`` (``N x ...``); ABC on ``x[:abc_n]`` (default all)."""
+        """Numpy arrays ``N`` for ``x`` (``N x ...``): ``"pred"``, ``"max softmax"``, ``"temperature"``, ``"platt"``,
+        ``"platt (ovr)"``; with a ``dropout_model`` ``"mc dropout"``, ``"mc dropout pred"``, ``"dropout agreement"``;
+        ``"trust score"`` when fitted with training data; one per ABC method, on ``x[:abc_n]`` (default all)."""
         if not self.calibrators_:
             raise RuntimeError("ConfidenceSuite is not fitted yet; call fit(x_val, y_val, ...) first")
         z = as_logits(forward(self.model, x))
         pred = z.argmax(dim=1)
         out = {"pred": pred.cpu().numpy(), "max softmax": max_softmax(z).cpu().numpy()}
-        out.update({k: np.asarray(torch.as_tensor(c.confidence(z)).cpu()) for k, c in self.calibrators_.items()})
+        out.update({k: c.confidence(z).cpu().numpy() for k, c in self.calibrators_.items()})
         if self.dropout_model is not None:
             mean = mc_dropout(self.dropout_model, x, n_passes=self.n_passes, seed=self.seed)
             out["mc dropout"], out["mc dropout pred"] = (t.numpy() for t in mean.max(dim=1))

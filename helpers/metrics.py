@@ -16,10 +16,12 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy.stats import beta as beta_dist
 
+from .validation import check_n_samples
+
 __all__ = ["as_array", "error_auroc", "error_aupr", "ood_auroc", "ood_aupr", "fpr_at_tpr", "risk_coverage", "aurc",
-           "selective_accuracy", "binomial_upper_bound", "Guarantee", "selective_guarantee",
-           "selective_risk", "reliability_bins", "ece", "CI", "bootstrap_ci", "paired_bootstrap_ci", "holm",
-           "confidence_table", "stratified_subset"]
+           "selective_accuracy", "binomial_upper_bound", "Guarantee", "selective_guarantee", "selective_risk",
+           "reliability_bins", "ece", "CI", "bootstrap_ci", "paired_bootstrap_ci", "holm", "confidence_table",
+           "stratified_subset"]
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float]]  # noqa: F821 - torch only in the string
 
@@ -59,13 +61,15 @@ def _as_weights(sample_weight: Optional[ArrayLike], n: int) -> np.ndarray:
     return w
 
 
-def _pair(confidence: ArrayLike, correct: ArrayLike, need_both: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+def _pair(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None,
+          need_both: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``(confidence, correct, weights)``."""
     conf = as_array(confidence, "confidence")
     corr = _as_correct(correct, conf.shape[0])
     if need_both and (corr.all() or not corr.any()):
         raise ValueError(f"correct contains a single class (every prediction is {'right' if corr.all() else 'wrong'})"
                          ": this metric needs both right and wrong predictions")
-    return conf, corr
+    return conf, corr, _as_weights(sample_weight, conf.shape[0])
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
@@ -82,8 +86,7 @@ def _auroc(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
 def error_auroc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
     """AUROC of flagging errors by low confidence, ``P(c_right > c_wrong) + P(=)/2`` (0.5 = chance); equals
     ``sklearn.metrics.roc_auc_score(~correct, -confidence, sample_weight=...)``."""
-    conf, corr = _pair(confidence, correct)
-    return _auroc(conf, corr, _as_weights(sample_weight, conf.shape[0]))
+    return _auroc(*_pair(confidence, correct, sample_weight))
 
 
 def _average_precision(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
@@ -98,8 +101,8 @@ def _average_precision(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) 
 def error_aupr(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
     """Average precision of detecting errors by ``-confidence`` (chance = the error rate), as
     ``sklearn.metrics.average_precision_score(~correct, -confidence, sample_weight=...)``."""
-    conf, corr = _pair(confidence, correct)
-    return _average_precision(-conf, ~corr, _as_weights(sample_weight, conf.shape[0]))
+    conf, corr, w = _pair(confidence, correct, sample_weight)
+    return _average_precision(-conf, ~corr, w)
 
 
 def _in_out(conf_in: ArrayLike, conf_out: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
@@ -133,9 +136,9 @@ def risk_coverage(confidence: ArrayLike, correct: ArrayLike,
                   sample_weight: ArrayLike = None) -> Tuple[np.ndarray, np.ndarray]:
     """Keep the ``k`` most confident predictions, ``k = 1..N``: ``coverage`` (kept weight / total weight, ``N``)
     and ``risk`` (weighted error rate among the kept, ``N``; the expected value inside a tie group)."""
-    conf, corr = _pair(confidence, correct, need_both=False)
+    conf, corr, w = _pair(confidence, correct, sample_weight, need_both=False)
     order = np.argsort(-conf, kind="mergesort")
-    s, w = conf[order], _as_weights(sample_weight, conf.shape[0])[order]
+    s, w = conf[order], w[order]
     cum_w = np.r_[0.0, np.cumsum(w)]
     cum_e = np.r_[0.0, np.cumsum(~corr[order] * w)]
     starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
@@ -149,10 +152,8 @@ def risk_coverage(confidence: ArrayLike, correct: ArrayLike,
 def aurc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
     r"""Area under the risk-coverage curve, :math:`\frac1N\sum_{k=1}^N \mathrm{risk}(k)` (lower is better): the
     population value, i.e. with ``sample_weight`` the curve integrated over weighted coverage."""
-    conf = as_array(confidence, "confidence")
-    _, risk = risk_coverage(conf, correct, sample_weight)
-    w = _as_weights(sample_weight, conf.shape[0])[np.argsort(-conf, kind="mergesort")]
-    return float((risk * w).sum() / w.sum())
+    coverage, risk = risk_coverage(confidence, correct, sample_weight)
+    return float(risk @ np.diff(coverage, prepend=0.0))
 
 
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike,
@@ -212,18 +213,14 @@ def _bound_at(conf: np.ndarray, corr: np.ndarray, w_right: float, theta: float, 
 
 def selective_guarantee(confidence: ArrayLike, correct: ArrayLike, *, risk: float, delta: float = 0.05,
                         sample_weight: ArrayLike = None) -> Guarantee:
-    """SGR (Geifman & El-Yaniv 2017): binary search over the sorted confidences for the lowest threshold whose
-    binomial upper bound on the selective risk is ``<= risk``; each of the ``k = ceil(log2 N)`` tested thresholds
-    gets ``delta / k`` (Bonferroni), so the returned bound holds with probability ``>= 1 - delta`` on new data
-    from the same distribution. Choose it on validation; report :func:`selective_risk` on test.
-
-    ``sample_weight``: a stratified sample holding every error and a uniform share of the right predictions
-    (:func:`stratified_subset` with ``n_wrong`` >= the errors); the number of covered right predictions of the
-    split then enters through its lower Clopper-Pearson bound (half of each ``delta / k``). Returns a
-    :class:`Guarantee`; ``threshold = inf`` (abstain on everything) when no tested threshold meets ``risk``.
-    """
-    conf, corr = _pair(confidence, correct, need_both=False)
-    w = _as_weights(sample_weight, conf.shape[0])
+    """SGR (Geifman & El-Yaniv 2017), a :class:`Guarantee`: binary search over the sorted confidences for the lowest
+    threshold whose binomial upper bound on the selective risk is ``<= risk``; each of the ``k = ceil(log2 N)``
+    tested thresholds gets ``delta / k`` (Bonferroni), so the bound holds with probability ``>= 1 - delta`` on new
+    data. ``threshold = inf`` (abstain) when no tested threshold meets ``risk``. Choose it on validation, report
+    :func:`selective_risk` on test. ``sample_weight``: every error and a uniform share of the right predictions
+    (:func:`stratified_subset`); the split's covered right predictions then enter through their lower
+    Clopper-Pearson bound (half of each ``delta / k``)."""
+    conf, corr, w = _pair(confidence, correct, sample_weight, need_both=False)
     w_right = _design(corr, w)
     if not 0.0 < risk < 1.0:
         raise ValueError(f"risk must lie in (0, 1), got {risk}")
@@ -246,8 +243,7 @@ def selective_guarantee(confidence: ArrayLike, correct: ArrayLike, *, risk: floa
 def selective_risk(confidence: ArrayLike, correct: ArrayLike, threshold: float,
                    sample_weight: ArrayLike = None) -> Tuple[float, float]:
     """``(coverage, risk)`` of accepting ``confidence >= threshold`` (weighted; risk 0 when nothing is kept)."""
-    conf, corr = _pair(confidence, correct, need_both=False)
-    w = _as_weights(sample_weight, conf.shape[0])
+    conf, corr, w = _pair(confidence, correct, sample_weight, need_both=False)
     keep = conf >= threshold
     kept = float(w[keep].sum())
     return kept / float(w.sum()), (float(w[keep & ~corr].sum()) / kept if kept > 0 else 0.0)
@@ -263,20 +259,18 @@ def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15,
     ``N`` vector of probabilities of being correct with boolean ``labels``. Returns ``edges`` (``B+1``) and, per bin
     (``B``), ``count`` (summed weight), mean ``confidence`` and ``accuracy`` (NaN when empty).
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    check_n_samples(n_bins, "n_bins")
     p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs)
     if p.ndim == 2:
         p = as_array(p, "probs", ndim=2)
         lab = as_array(labels, "labels", dtype=np.int64)
         if lab.shape[0] != p.shape[0] or lab.min() < 0 or lab.max() >= p.shape[1]:
             raise ValueError(f"labels must be {p.shape[0]} integers in [0, {p.shape[1]})")
-        conf, corr = p.max(axis=1), p.argmax(axis=1) == lab
+        conf, corr, w = p.max(axis=1), p.argmax(axis=1) == lab, _as_weights(sample_weight, p.shape[0])
     else:
-        conf, corr = _pair(p, labels, need_both=False)
+        conf, corr, w = _pair(p, labels, sample_weight, need_both=False)
     if conf.min() < 0.0 or conf.max() > 1.0:
         raise ValueError(f"probs must be probabilities in [0, 1], got min {conf.min():.4g} and max {conf.max():.4g}")
-    w = _as_weights(sample_weight, conf.shape[0])
     idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     count = np.bincount(idx, weights=w, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -318,28 +312,23 @@ class CI:
 
 def bootstrap_ci(metric: Callable[..., float], *arrays: ArrayLike, n: int = 1000, seed: int = 0,
                  level: float = 0.95, strata: Optional[ArrayLike] = None, method: str = "percentile") -> CI:
-    """Bootstrap CI of ``metric(*arrays)``, resampling the ``N`` examples with the same indices for every array
-    (pass ``sample_weight`` as one of them so each replicate is weighted like the estimate).
+    """Bootstrap :class:`CI` of ``metric(*arrays)``, resampling the ``N`` examples with the same indices for every
+    array (pass ``sample_weight`` as one of them so each replicate is weighted like the estimate).
 
-    ``method="percentile"``: the ``(1 -+ level)/2`` quantiles of the replicates. ``method="basic"``:
-    ``2 estimate - quantiles``, which removes the bias of the replicates once; use it for a metric that each
-    resample biases (ECE grows on every resample, so its percentile interval can sit above the estimate).
-
-    ``strata`` (``N`` labels): resample within each stratum, keeping its size, as the sample was drawn (e.g.
-    ``correct`` for an error-enriched subset). Replicates on which ``metric`` raises ``ValueError`` are dropped
-    (a ``RuntimeWarning`` above 5%).
+    ``method="percentile"``: the ``(1 -+ level)/2`` quantiles of the replicates; ``"basic"``: ``2 estimate -
+    quantiles``, for a metric that each resample biases (ECE grows on every resample). ``strata`` (``N`` labels):
+    resample within each stratum, as the sample was drawn (e.g. ``correct`` for an error-enriched subset).
+    Replicates on which ``metric`` raises ``ValueError`` are dropped (a ``RuntimeWarning`` above 5%).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_n_samples(n, "n")
     if not arrays or not 0.0 < level < 1.0 or method not in ("percentile", "basic"):
         raise ValueError(f"bootstrap_ci needs arrays, a level in (0, 1) and method 'percentile' or 'basic', got "
                          f"level {level} and method {method!r}")
     arrs = [np.asarray(a.detach().cpu() if hasattr(a, "detach") else a) for a in arrays]
     if any(a.ndim == 0 for a in arrs) or len({a.shape[0] for a in arrs}) != 1 or arrs[0].shape[0] == 0:
         raise ValueError(f"arrays must be non-empty and have the same length N, got shapes {[a.shape for a in arrs]}")
-    size = arrs[0].shape[0]
-    groups = [np.arange(size)] if strata is None else \
-        [np.flatnonzero(g) for g in (np.asarray(strata)[None, :] == np.unique(strata)[:, None])]
+    groups = [np.arange(arrs[0].shape[0])] if strata is None else \
+        [np.flatnonzero(np.asarray(strata) == g) for g in np.unique(strata)]
     estimate = float(metric(*arrs))
     rng = np.random.default_rng(seed)
     values = np.full(n, np.nan)
@@ -387,16 +376,12 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 def confidence_table(confidences: Mapping[str, ArrayLike], correct: Union[ArrayLike, Mapping[str, ArrayLike]], *,
                      n_boot: int = 1000, seed: int = 0, n_bins: int = 15, reference: Optional[str] = None,
                      sample_weight: ArrayLike = None, probabilities: Sequence[str] = ()) -> list:
-    """One row per method: error AUROC, error AUPR, AURC (each with a 95% CI), ECE for the methods named in
-    ``probabilities`` only (its CI: the basic bootstrap interval, clipped at 0), and the selective accuracy at
-    90/95/99% coverage (``sel_acc@90`` ...).
-
-    ``correct``: one boolean array, or ``{method: array}`` for methods that score their own predictions.
-    ``sample_weight`` (from :func:`stratified_subset`) weights every estimate and replicate, and the bootstrap then
-    resamples within right / wrong (of the first ``correct``), as the subset was drawn. With ``reference``, each
-    row gets the paired CI and p-value of ``AUROC(method) - AUROC(reference)`` and of the AURC difference.
-    Returns a list of dicts (``method``, ``auroc``, ``auroc_lo``, ``auroc_hi``, ..., ``d_auroc_p``).
-    """
+    """A list of dicts, one per method: error AUROC, error AUPR, AURC (each with a 95% CI: ``auroc``, ``auroc_lo``,
+    ``auroc_hi``, ...), ECE of the methods in ``probabilities`` (basic bootstrap interval, clipped at 0), and the
+    selective accuracy at 90/95/99% coverage (``sel_acc@90`` ...). ``correct``: one boolean array, or ``{method:
+    array}`` for methods that score their own predictions. ``sample_weight`` (:func:`stratified_subset`) weights
+    every estimate and replicate, resampled within right / wrong of the first ``correct``. With ``reference``: the
+    paired CI and p-value of the AUROC and AURC differences to it (``d_auroc``, ..., ``d_auroc_p``)."""
     corrs = dict(correct) if isinstance(correct, Mapping) else {}
     base = next(iter(corrs.values())) if corrs else correct
     strata = _as_correct(base, as_array(base, "correct").shape[0])
@@ -411,31 +396,26 @@ def confidence_table(confidences: Mapping[str, ArrayLike], correct: Union[ArrayL
             raise ValueError(f"confidences[{name!r}] has length {c.shape[0]}, correct has {n}")
         row: Dict[str, object] = {"method": name}
         for key, fn in fns.items():
-            if key == "ece" and name not in probabilities:
-                row.update({"ece": np.nan, "ece_lo": np.nan, "ece_hi": np.nan})
-                continue
-            ci = bootstrap_ci(fn, c, corr, w, n=n_boot, seed=seed, strata=st,
-                              method="basic" if key == "ece" else "percentile")
-            row.update({key: ci.estimate, f"{key}_lo": max(0.0, ci.low), f"{key}_hi": ci.high})
+            method = "basic" if key == "ece" else "percentile"
+            ci = CI(np.nan, np.nan, np.nan) if key == "ece" and name not in probabilities else \
+                bootstrap_ci(fn, c, corr, w, n=n_boot, seed=seed, strata=st, method=method)
+            row.update({key: ci.estimate, f"{key}_lo": np.maximum(0.0, ci.low), f"{key}_hi": ci.high})
         row.update({f"sel_acc@{int(100 * v)}": a for v, a in selective_accuracy(c, corr, (.9, .95, .99), w).items()})
         if reference is not None and name != reference:
             ref, ref_corr = as_array(confidences[reference], "reference"), _as_correct(corrs.get(reference, base), n)
-            for key in ("auroc", "aurc"):
-                d = bootstrap_ci(lambda a, b, ca, cb, ww, f=fns[key]: f(a, ca, ww) - f(b, cb, ww), c, ref, corr,
+            for k in ("auroc", "aurc"):
+                d = bootstrap_ci(lambda a, b, ca, cb, ww, f=fns[k]: f(a, ca, ww) - f(b, cb, ww), c, ref, corr,
                                  ref_corr, w, n=n_boot, seed=seed, strata=st)
-                row.update({f"d_{key}": d.estimate, f"d_{key}_lo": d.low, f"d_{key}_hi": d.high, f"d_{key}_p": d.p_value})
+                row.update({f"d_{k}": d.estimate, f"d_{k}_lo": d.low, f"d_{k}_hi": d.high, f"d_{k}_p": d.p_value})
         rows.append(row)
     return rows
 
 
 def stratified_subset(correct: ArrayLike, n_wrong: int, n_correct: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """An error-enriched subset: up to ``n_wrong`` wrong and ``n_correct`` right predictions, without replacement.
-
-    Returns sorted ``indices`` (int64) and ``weights`` (inverse inclusion probabilities, float64): with them every
-    metric above estimates the value on the whole split (AUPR, AURC, ECE and the selective risk depend on the error
-    rate; the AUROC does not). Take ``n_wrong`` >= the number of errors to keep all of them, as
-    :func:`selective_guarantee` requires.
-    """
+    Returns sorted ``indices`` (int64) and ``weights`` (inverse inclusion probabilities, float64), with which every
+    metric above estimates its value on the whole split. ``n_wrong`` >= the errors keeps them all (for
+    :func:`selective_guarantee`)."""
     corr = _as_correct(correct, as_array(correct, "correct").shape[0])
     rng = np.random.default_rng(seed)
     wrong_idx, right_idx = np.flatnonzero(~corr), np.flatnonzero(corr)

@@ -48,7 +48,7 @@ def _clip(x: torch.Tensor, input_range: Range, check: bool = False) -> torch.Ten
 
 def _labels(y: Optional[torch.Tensor], n: int) -> torch.Tensor:
     if y is None:
-        raise ValueError("y is None: an attack needs the true labels (a LongTensor N)")
+        raise ValueError("y is None: give the true labels (a LongTensor N)")
     return check_target(y, n, name="y")
 
 
@@ -57,38 +57,19 @@ def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
         z = model(x)
-        z = torch.cat([torch.zeros_like(z.reshape(-1, 1)), z.reshape(-1, 1)], 1) if z.dim() == 1 or z.shape[1] == 1 \
-            else z
+        if z.dim() == 1 or z.shape[1] == 1:
+            z = torch.cat([torch.zeros_like(z.reshape(-1, 1)), z.reshape(-1, 1)], 1)
         check_target(y, x.shape[0], z.shape[1], name="y")  # an out-of-range label, named, not an IndexError
         (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), x)
     return g
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in model.parameters()), torch.float32)
-
-
-def _attack(model, x, y, eps, batch_size, input_range, step) -> torch.Tensor:
-    check_model(model)
-    check_images(x)
-    y = _labels(y, x.shape[0])
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps)) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    _clip(x, input_range, check=True)
-    dev, dtype = model_device(model), _model_dtype(model)
-    bs = batch_size or chunk_size_for(bytes_per_image(x, 200), device=dev, maximum=4096)
-
-    def run(a: int, b: int) -> torch.Tensor:
-        return step(x[a:b].to(dev, dtype), y[a:b].to(dev)).detach().to(x.device, x.dtype)
-
-    return run_chunked(run, x.shape[0], bs)
-
-
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, batch_size: Optional[int] = None,
          input_range: Range = (0.0, 1.0)) -> torch.Tensor:
-    """Fast gradient sign method: ``clip(x + eps sign(grad_x CE(f(x), y)))`` (``N x ...``, on ``x``'s device)."""
-    return _attack(model, x, y, eps, batch_size, input_range,
-                   lambda xb, yb: _clip(xb + eps * _loss_grad(model, xb, yb).sign(), input_range))
+    """Fast gradient sign method: ``clip(x + eps sign(grad_x CE(f(x), y)))`` (``N x ...``, on ``x``'s device), i.e.
+    one :func:`pgd` step of size ``eps`` without a random start."""
+    return pgd(model, x, y, eps, steps=1, step_size=eps, random_start=False, batch_size=batch_size,
+               input_range=input_range)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 20,
@@ -97,20 +78,29 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps
     """Projected gradient descent in the L-infinity ball of radius ``eps`` (Madry et al. 2018): ``steps``
     signed-gradient steps of ``step_size`` (default ``2.5 eps / steps``), each projected onto the ball and
     ``input_range``. The random start is one uniform draw of one input's shape from ``seed``, shared by every input
-    (so a result does not depend on the batch, the position or the chunk size)."""
+    (so a result does not depend on the batch, the position or the chunk size). Runs on the model's device in chunks,
+    in the model's dtype; returns ``N x ...`` like ``x``."""
+    check_model(model)
+    check_images(x)
+    y = _labels(y, x.shape[0])
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps)) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    _clip(x, input_range, check=True)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     start = torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+    dev, dtype = model_device(model), next((p.dtype for p in model.parameters()), torch.float32)
 
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def run(a: int, b: int) -> torch.Tensor:
+        xb, yb = x[a:b].to(dev, dtype), y[a:b].to(dev)
         x_adv = _clip(xb + eps * start.to(xb), input_range) if random_start and eps > 0 else xb.clone()
         for _ in range(steps):
             x_adv = x_adv + alpha * _loss_grad(model, x_adv, yb).sign()
             x_adv = _clip(torch.min(torch.max(x_adv, xb - eps), xb + eps), input_range).detach()
-        return x_adv
+        return x_adv.to(x.device, x.dtype)
 
-    return _attack(model, x, y, eps, batch_size, input_range, step)
+    return run_chunked(run, x.shape[0], batch_size or chunk_size_for(bytes_per_image(x, 200), device=dev, maximum=4096))
 
 
 def rotate(x: torch.Tensor, degrees: Union[float, Sequence[float], torch.Tensor],
