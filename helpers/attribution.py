@@ -1,7 +1,7 @@
 """Feature attributions: one small function per method and a dispatch table, batched on the model's device.
 
 :func:`attribute` returns the attributions ``A`` (like ``x``); :func:`explain` also returns what ABC needs: the
-multipliers ``G`` (``A = G * (x - b)`` for the path methods) and the references ``b`` a mutated feature takes.
+multipliers ``G`` (``A = G * (x - b)`` for the path methods) and the references ``b``.
 
 =====================  ==========================================================================================
 ``"grad"``             ``A = G = d f_t / d x`` (saliency).
@@ -52,12 +52,9 @@ ADDITIVITY_TOL = 1e-2
 
 @dataclass
 class Explanation:
-    """What :func:`explain` returns (tensors on the model's device).
-
-    ``attributions`` ``A`` and ``multipliers`` ``G`` like ``x`` (``A = G * (x - b)`` for ig / expected_gradients /
-    deepshap averaged over references, ``A = G`` for grad / smoothgrad / gbp); ``references`` ``(N or 1) x K x ...``;
-    ``target`` LongTensor ``N``; ``unpack(A)`` turns a packed ``A`` back into the shape(s) of the user's inputs.
-    """
+    """What :func:`explain` returns, on the model's device: ``attributions`` ``A`` and ``multipliers`` ``G`` like
+    ``x`` (``A = G * (x - b)`` averaged over references; ``A = G`` for grad / smoothgrad / gbp), ``references``
+    ``(N or 1) x K x ...``, ``target`` ``N``; ``unpack(A)`` gives a packed ``A`` the shape(s) of the user's inputs."""
 
     attributions: torch.Tensor
     multipliers: torch.Tensor
@@ -68,13 +65,13 @@ class Explanation:
 
 @dataclass
 class _Job:
-    """One call's resolved arguments, shared by the per-method functions below (``x``: ``N x ...``)."""
+    """One call's resolved arguments, shared by the per-method functions below."""
 
     model: nn.Module
     x: torch.Tensor
     target: torch.Tensor
     refs: torch.Tensor              # (1|N) x K x ...
-    opts: Dict[str, Any]
+    opts: Dict[str, Any]            # n_steps, integration, n_samples, noise_sigma, seed
 
     def ref_rows(self, a: int, b: int) -> torch.Tensor:
         return self.refs[a:b] if self.refs.shape[0] > 1 else self.refs.expand(b - a, *self.refs.shape[1:])
@@ -226,10 +223,8 @@ def explain(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], 
             noise_sigma: float = 0.15, sigma: Optional[float] = None, seed: int = 0, chunk_size: Optional[int] = None,
             input_range: Optional[Tuple[float, float]] = MNIST_RANGE, additional_forward_args: Any = None
             ) -> Explanation:
-    """Attributions plus multipliers and references (see the module docstring); a tuple ``x`` is packed into
-    ``N x D`` rows (:func:`helpers.validation.as_classifier`) and the returned tensors are packed too.
-
-    Options: ``n_steps`` (ig: default 50; expected_gradients: default one random point per reference),
+    """Attributions, multipliers and references (see the module docstring); a tuple ``x`` is packed into ``N x D``
+    rows (:func:`helpers.validation.as_classifier`), and so are the returned tensors. Options: ``n_steps`` (ig: default 50; expected_gradients: default one random point per reference),
     ``integration`` (:data:`INTEGRATION_RULES`), ``n_references`` (``K`` of a named reference set), ``n_samples``
     and ``noise_sigma`` (smoothgrad), ``sigma`` (blur / gaussian baselines), ``seed``, ``chunk_size`` (inputs per
     batched call; default from the memory budget), ``input_range`` (``(lo, hi)`` or ``None``).
@@ -265,11 +260,8 @@ def attribute(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]]
               method: str = "ig", baseline: BaselineLike = None, **options: Any
               ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
     """Attributions of ``model``'s logit ``target`` (LongTensor ``N``, int, or ``None`` = predicted) at ``x``: a
-    tensor like ``x`` (or a tuple like a tuple ``x``), on ``x``'s device. ``options`` as in :func:`explain`.
-
-    Example:
-        >>> A = attribute(model, x, method="ig", baseline="blur", n_steps=32)   # doctest: +SKIP
-    """
+    tensor like ``x`` (or a tuple like a tuple ``x``), on ``x``'s device. ``options`` as in :func:`explain`, e.g.
+    ``attribute(model, x, method="ig", baseline="blur", n_steps=32)``."""
     e = explain(model, x, target, method, baseline, **options)
     a = e.unpack(e.attributions)
     return a.to(device=x.device, dtype=x.dtype) if isinstance(a, torch.Tensor) else a
@@ -277,10 +269,8 @@ def attribute(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 def hessian_vector_product(model: nn.Module, x: torch.Tensor, v: torch.Tensor, target: torch.Tensor
                            ) -> torch.Tensor:
-    """``H v`` per input (``N x ...``), ``H = d^2 f_target / d x^2`` at ``x``, by one batched double backward pass.
-
-    On a ReLU (piecewise-linear) network the result is exactly 0 almost everywhere.
-    """
+    """``H v`` per input (``N x ...``), ``H = d^2 f_target / d x^2`` at ``x``, by one batched double backward pass
+    (0 almost everywhere on a ReLU network, which is piecewise linear)."""
     c = as_classifier(model, x)
     v = check_like(v, x, "v").to(c.x.device)
     target = check_target(target, x.shape[0], c.n_classes).to(c.x.device)

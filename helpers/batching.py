@@ -75,16 +75,14 @@ def run_chunked(fn: Callable[[int, int], torch.Tensor], total: int, chunk_size: 
         stop = min(total, start + chunk_size)
         try:
             parts.append(fn(start, stop))
+            start = stop
         except Exception as err:  # noqa: BLE001 - re-raised unless it is an OOM we can back off from
             if not is_oom_error(err) or chunk_size <= min_chunk:
                 raise
             chunk_size = max(min_chunk, chunk_size // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # a no-op without CUDA
             if on_oom is not None:
                 on_oom(chunk_size)
-            continue
-        start = stop
     return torch.cat(parts, dim=0)
 
 
@@ -135,11 +133,9 @@ def mix_int(v: int) -> int:
 
 
 def hash_uniform(seed: int, key: torch.Tensor, stream: int = 0) -> torch.Tensor:
-    """Uniform float32 numbers in ``[0, 1)`` (24 random bits), a pure function of ``(seed, stream, key)``.
-
-    ``key``: int64 counters of any shape, e.g. ``(input * S + sample) * d + feature``; the result has its shape and
-    device. The same key gives the same number on any device and in any chunk.
-    """
+    """Uniform float32 numbers in ``[0, 1)`` (24 random bits), a pure function of ``(seed, stream, key)``: ``key``
+    holds int64 counters of any shape (e.g. ``(input * S + sample) * d + feature``), the result has its shape and
+    device, and the same key gives the same number on any device and in any chunk."""
     z = key.to(torch.int64) * _GOLDEN + mix_int(int(seed) * 1000003 + int(stream) * 7919 + 12345)
     z = (z ^ _srl(z, 30)) * _M1
     z = (z ^ _srl(z, 27)) * _M2

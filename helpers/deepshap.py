@@ -12,7 +12,7 @@ target logit in which every non-linearity's derivative is replaced by a finite d
   pass the multipliers back like a gradient; anything else is refused (no silent plain gradient).
 
 Two implementations compute the same numbers: :func:`deeplift_multipliers`, for any model, by forward hooks on one
-batched ``[x; r]`` pass (in-place non-linearities run on an out-of-place copy; functional ones such as ``F.relu`` are
+batched ``[x; r]`` pass (in-place non-linearities run out of place for the call; functional ones such as ``F.relu`` are
 refused when ``torch.fx`` sees them); and :func:`deepshap_multipliers`, for a chain of Conv2d / non-overlapping
 MaxPool2d / Linear / Flatten / element-wise modules (every model in :mod:`helpers.models`) on float32 CPU tensors:
 one forward pass of the inputs, one of the references, then one explicit backward pass over the pairs whose two rules

@@ -21,8 +21,7 @@ __all__ = ["check_images", "check_model", "check_target", "check_like", "check_p
 def check_finite(t: torch.Tensor, name: str) -> None:
     """Raise ``ValueError`` if ``t`` contains NaN or Inf."""
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        n_bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} contains {n_bad} NaN/Inf value(s)")
+        raise ValueError(f"{name} contains {int((~torch.isfinite(t)).sum())} NaN/Inf value(s)")
 
 
 def check_images(x: object, name: str = "x", *, min_dim: int = 2) -> torch.Tensor:
@@ -30,7 +29,7 @@ def check_images(x: object, name: str = "x", *, min_dim: int = 2) -> torch.Tenso
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (float32 images in [0, 1]), got dtype {x.dtype}")
+        raise TypeError(f"{name} must be a floating-point tensor (e.g. float32), got dtype {x.dtype}")
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have a batch dimension and at least {min_dim} dims (N x ...), got shape "
                          f"{tuple(x.shape)}")
@@ -85,18 +84,12 @@ def check_target(target: Optional[torch.Tensor], n: int, n_classes: Optional[int
 
 
 def check_like(t: object, x: torch.Tensor, name: str, *, allow_broadcast: bool = False) -> torch.Tensor:
-    """Check that ``t`` is a finite tensor of the same shape as ``x`` (or broadcastable from ``1 x ...``)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    ok = t.shape == x.shape
-    if allow_broadcast and not ok:
-        ok = t.shape == x.shape[1:] or (t.dim() == x.dim() and t.shape[0] == 1 and t.shape[1:] == x.shape[1:])
-    if not ok:
+    """Check that ``t`` is a finite floating-point tensor of the shape of ``x`` (or ``1 x ...`` / one sample's shape
+    with ``allow_broadcast``)."""
+    check_images(t, name, min_dim=1)
+    if t.shape not in ((x.shape, x.shape[1:], (1,) + tuple(x.shape[1:])) if allow_broadcast else (x.shape,)):
         extra = " (or 1 x ... / one sample's shape)" if allow_broadcast else ""
         raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}{extra}, got {tuple(t.shape)}")
-    check_finite(t, name)
     return t
 
 
