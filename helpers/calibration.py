@@ -140,10 +140,6 @@ def platt_fit(f: np.ndarray, y: np.ndarray, sample_weight: Optional[np.ndarray] 
     return float(theta[0]), float(theta[1])
 
 
-def _auto_transform(s: np.ndarray) -> str:
-    return "logit" if s.min() >= 0.0 and s.max() <= 1.0 else ("log" if s.min() > 0.0 else "identity")
-
-
 def _transform(s: np.ndarray, kind: str) -> np.ndarray:
     if kind == "logit":
         s = np.clip(s, _EPS, 1 - _EPS)
@@ -188,17 +184,15 @@ class PlattScaling(_Calibrator):
             return top_class_score(z).double().cpu().numpy()[:, None]
         return (z[:, 1:] - z[:, :1] if z.shape[1] == 2 else z).cpu().numpy()
 
-    def _sigmoids(self, z: torch.Tensor) -> np.ndarray:
+    def predict_proba(self, logits: ArrayLike):
+        """Calibrated class probabilities ``N x C`` (tensor in, tensor out; array in, array out)."""
         self._check_fitted(self.params_)
+        z = as_logits(logits)
         cols = self._columns(z)
         if cols.shape[1] != len(self.params_):
             raise ValueError(f"logits have {z.shape[1]} classes, the calibrator was fitted on another number")
-        return np.stack([expit(a * c + b) for (a, b), c in zip(self.params_, cols.T)], axis=1)
-
-    def predict_proba(self, logits: ArrayLike):
-        """Calibrated class probabilities ``N x C`` (tensor in, tensor out; array in, array out)."""
-        z = as_logits(logits)
-        q = torch.as_tensor(self._sigmoids(z), dtype=torch.float32, device=z.device)
+        q = np.stack([expit(a * c + b) for (a, b), c in zip(self.params_, cols.T)], axis=1)
+        q = torch.as_tensor(q, dtype=torch.float32, device=z.device)
         if self.mode == "ovr":
             if z.shape[1] == 2:
                 return _like(torch.cat([1 - q, q], dim=1), logits)
@@ -250,7 +244,8 @@ class CombinedConfidence:
         if c.all() or not c.any():
             raise ValueError("correct contains a single class: cannot fit a model of P(correct)")
         self.feature_names_ = list(features)
-        self.transforms_ = [_auto_transform(col) for col in m.T]
+        self.transforms_ = ["logit" if s.min() >= 0.0 and s.max() <= 1.0 else ("log" if s.min() > 0.0 else "identity")
+                            for s in m.T]
         g = self._unbounded(m)
         self._mu, self._sd = g.mean(axis=0), np.maximum(g.std(axis=0), 1e-12)
         if self.model == "logistic":

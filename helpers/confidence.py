@@ -165,8 +165,7 @@ class ConfidenceSuite:
         if x_train is not None:
             if y_train is None:
                 raise ValueError("y_train is required with x_train (Trust Score needs the training labels)")
-            self.trust_ = TrustScore().fit(penultimate_features(self.model, x_train),
-                                           y_train.to(model_device(self.model)))
+            self.trust_ = TrustScore().fit(penultimate_features(self.model, x_train), y_train)
         return self
 
     def scores(self, x: torch.Tensor, *, abc_n: Optional[int] = None) -> Dict[str, np.ndarray]:
@@ -201,7 +200,6 @@ class ConfidenceSuite:
         if unknown:
             raise ValueError(f"methods {unknown} are not among abc_methods {list(self.abc_methods)}")
         s = self.abc_samples if n_samples is None else check_positive_int(n_samples, "n_samples")
-        x = x.to(model_device(self.model))
         return {name: abc_confidence(self.model, x, n_samples=s, seed=self.seed, **self.abc_methods[name]).cpu().numpy()
                 for name in names}
 

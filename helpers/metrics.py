@@ -72,55 +72,46 @@ def _pair(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = 
     return conf, corr, _as_weights(sample_weight, conf.shape[0])
 
 
-def _auroc(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
-    """Weighted P(score of a positive > score of a negative) + 0.5 P(tie); pairs weigh ``w_i w_j``."""
-    order = np.argsort(scores, kind="mergesort")
-    s, p, w = scores[order], positive[order], w[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
-    neg = np.add.reduceat(w * ~p, starts)  # negative weight of each tie group
-    pos = np.add.reduceat(w * p, starts)
-    below = np.cumsum(neg) - neg
-    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
-
-
 def error_auroc(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
-    """AUROC of flagging errors by low confidence, ``P(c_right > c_wrong) + P(=)/2`` (0.5 = chance); equals
-    ``sklearn.metrics.roc_auc_score(~correct, -confidence, sample_weight=...)``."""
-    return _auroc(*_pair(confidence, correct, sample_weight))
-
-
-def _average_precision(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> float:
-    order = np.argsort(-scores, kind="mergesort")
-    s, p, w = scores[order], positive[order], w[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.shape[0] - 1]  # last index of each distinct threshold
-    tps = np.cumsum(p * w)[last]
-    precision = tps / np.cumsum(w)[last]
-    return float(np.sum(np.diff(np.r_[0.0, tps / tps[-1]]) * precision))
+    """AUROC of flagging errors by low confidence, ``P(c_right > c_wrong) + P(=)/2`` (0.5 = chance; a pair weighs
+    ``w_i w_j``); equals ``sklearn.metrics.roc_auc_score(~correct, -confidence, sample_weight=...)``."""
+    conf, corr, w = _pair(confidence, correct, sample_weight)
+    order = np.argsort(conf, kind="mergesort")
+    s, right, w = conf[order], corr[order], w[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    wrong_w = np.add.reduceat(w * ~right, starts)  # weight of the wrong predictions in each tie group
+    right_w = np.add.reduceat(w * right, starts)
+    below = np.cumsum(wrong_w) - wrong_w
+    return float((right_w * (below + 0.5 * wrong_w)).sum() / (right_w.sum() * wrong_w.sum()))
 
 
 def error_aupr(confidence: ArrayLike, correct: ArrayLike, sample_weight: ArrayLike = None) -> float:
     """Average precision of detecting errors by ``-confidence`` (chance = the error rate), as
     ``sklearn.metrics.average_precision_score(~correct, -confidence, sample_weight=...)``."""
     conf, corr, w = _pair(confidence, correct, sample_weight)
-    return _average_precision(-conf, ~corr, w)
+    order = np.argsort(conf, kind="mergesort")                       # the least confident first
+    s, wrong, w = conf[order], ~corr[order], w[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.shape[0] - 1]          # last index of each distinct threshold
+    tps = np.cumsum(wrong * w)[last]
+    precision = tps / np.cumsum(w)[last]
+    return float(np.sum(np.diff(np.r_[0.0, tps / tps[-1]]) * precision))
 
 
 def _in_out(conf_in: ArrayLike, conf_out: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+    """The pooled confidences and whether each is in-distribution (the "correct" of the error metrics)."""
     a, b = as_array(conf_in, "conf_in"), as_array(conf_out, "conf_out")
     return np.r_[a, b], np.r_[np.ones(a.shape[0], bool), np.zeros(b.shape[0], bool)]
 
 
 def ood_auroc(conf_in: ArrayLike, conf_out: ArrayLike) -> float:
     """AUROC of telling in-distribution inputs (positives) from shifted ones by confidence (0.5 = blind)."""
-    s, inside = _in_out(conf_in, conf_out)
-    return _auroc(s, inside, np.ones(s.shape[0]))
+    return error_auroc(*_in_out(conf_in, conf_out))
 
 
 def ood_aupr(conf_in: ArrayLike, conf_out: ArrayLike) -> float:
     """Average precision of detecting the *shifted* inputs (positives) by low confidence ("AUPR-Out");
     chance = the shifted share of the pool."""
-    s, inside = _in_out(conf_in, conf_out)
-    return _average_precision(-s, ~inside, np.ones(s.shape[0]))
+    return error_aupr(*_in_out(conf_in, conf_out))
 
 
 def fpr_at_tpr(conf_in: ArrayLike, conf_out: ArrayLike, tpr: float = 0.95) -> float:
