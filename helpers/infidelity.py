@@ -8,20 +8,18 @@ whose ``units`` say how ``IᵀΦ`` is formed). With ``normalize=True`` the expla
 Random numbers: the ``S`` perturbations are drawn in blocks of :data:`SAMPLE_BLOCK` from generators seeded by
 ``(seed, block)`` and shared by every input (common random numbers), so each input's estimate is an average of
 ``S`` independent draws, unbiased, and does not depend on the batch, the input's position in it, or the chunking.
-
-Several inputs ``model(x1, x2, ...)`` and extra forward arguments go through :func:`helpers.validation.as_classifier`:
-the perturbation acts on the inputs packed as one ``N x D`` tensor; the extra arguments follow their rows unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from .baselines import make_baseline
 from .batching import bytes_per_image, chunk_size_for, forward
-from .perturbations import Draw, _baseline_like, as_perturbation
+from .perturbations import Draw, as_perturbation
 from .validation import Classifier, as_classifier, check_images, check_like, check_n_samples, check_target
 
 __all__ = ["infidelity", "infidelity_from_samples", "beta_rescale", "to_units", "SAMPLE_BLOCK"]
@@ -44,12 +42,10 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target=None) -> Tuple[torc
 
 
 def as_inputs(model: nn.Module, x, additional_forward_args=()) -> Tuple[Classifier, torch.Tensor]:
-    """``(c, xd)``: the one-tensor classifier ``c`` and the inputs the perturbations act on, on the model's device:
-    ``x`` itself, or a tuple of inputs packed as ``N x D`` (``c.x`` adds the packed extra arguments after them)."""
+    """``(c, xd)``: the one-tensor classifier ``c`` (:func:`helpers.validation.as_classifier`) and the inputs the
+    perturbations act on: ``x`` or a tuple of inputs packed as ``N x D``; extra forward arguments follow in ``c.x``."""
     c = as_classifier(model, x, tuple(additional_forward_args) or None)
-    if not c.packed:
-        return c, c.x
-    xd = c.x[:, :c.n_features]
+    xd = c.x[:, :c.n_features] if c.packed else c.x
     return c, (xd.reshape(x.shape) if isinstance(x, torch.Tensor) else xd)
 
 
@@ -62,10 +58,10 @@ def pack_like(a, x, name: str) -> torch.Tensor:
     return torch.cat([check_like(v, t, f"{name}[{i}]").flatten(1) for i, (v, t) in enumerate(zip(a, x))], 1)
 
 
-def evaluate(c: Classifier, x: torch.Tensor, perturbation, target, n_samples: Optional[int], seed: int,
-             reduce: Callable[[slice, Draw, torch.Tensor], None]) -> None:
-    """Draw the perturbations block by block, evaluate ``Δf = f(x) - f(x - I)`` and hand each block to
-    ``reduce(rows, draw, diff)`` (``diff``: ``r x s``); ``c``, ``x``: from :func:`as_inputs`."""
+def evaluate(c: Classifier, x: torch.Tensor, perturbation, target, n_samples: Optional[int], seed: int
+             ) -> Iterator[Tuple[slice, Draw, torch.Tensor]]:
+    """Draw the perturbations block by block and yield ``(rows, draw, Δf)``, ``Δf = f(x) - f(x - I)`` (``r x s``)
+    for the inputs ``rows``; ``c``, ``x``: from :func:`as_inputs`."""
     p = as_perturbation(perturbation)
     n = p.default_samples if n_samples is None else check_n_samples(n_samples)
     t, out = resolve_target(c.model, c.x, target)
@@ -80,7 +76,7 @@ def evaluate(c: Classifier, x: torch.Tensor, perturbation, target, n_samples: Op
             if c.packed:
                 xp = torch.cat([xp.flatten(1), extra[rows].repeat_interleave(s, 0)], 1)
             fp = forward(c.model, xp).gather(1, t[rows].repeat_interleave(s).view(-1, 1)).view(-1, s)
-            reduce(rows, d, fx[rows].unsqueeze(1) - fp)
+            yield rows, d, fx[rows].unsqueeze(1) - fp
 
 
 def beta_rescale(dot: torch.Tensor, diff: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -118,8 +114,7 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions, perturbation, ta
     phi = torch.stack([pack_like(v, x, "attributions" if single else f"attributions[{k!r}]").to(xd.device)
                        for k, v in attrs.items()], dim=2)                                           # N x d x K
     acc = torch.zeros(xd.shape[0], phi.shape[2], 5, dtype=torch.float64, device=xd.device)
-
-    def reduce(rows: slice, d: Draw, diff: torch.Tensor) -> None:
+    for rows, d, diff in evaluate(c, xd, perturbation, target, n_samples, seed):
         r, s = diff.shape
         W = d.W.reshape(d.W.shape[0], s, -1)
         dot = torch.matmul(W, phi[rows].to(W.dtype)).double()                                      # r x s x K
@@ -127,8 +122,6 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions, perturbation, ta
         w = torch.ones_like(df) if d.weights is None else d.weights.double().reshape(-1, s, 1).expand(r, s, 1)
         acc[rows] += torch.stack([(w * (dot - df) ** 2).sum(1), (w * dot * dot).sum(1), (w * dot * df).sum(1),
                                   (w * df * df).sum(1).expand(r, dot.shape[2]), w.sum(1).expand(r, dot.shape[2])], -1)
-
-    evaluate(c, xd, perturbation, target, n_samples, seed, reduce)
     sq, a, b, c2, sw = acc.unbind(-1)
     if normalize:                                    # min over β of Σ w (β dot - df)² = Σ w df² - (Σ w dot df)² / Σ w dot²
         beta = b / torch.where(a == 0, torch.ones_like(a), a)
@@ -146,7 +139,7 @@ def to_units(attributions: torch.Tensor, x: torch.Tensor, perturbation, to: str 
     if to not in ("global", "local"):
         raise ValueError(f"to must be 'global' or 'local', got {to!r}")
     x0 = perturbation if isinstance(perturbation, (int, float, torch.Tensor)) else getattr(perturbation, "baseline", 0.0)
-    diff = x - _baseline_like(x0, x)
+    diff = x - make_baseline(x0, x)
     if to == "global":
         return attributions * diff
     return torch.where(diff == 0, torch.zeros_like(attributions), attributions / torch.where(diff == 0, 1.0, diff))

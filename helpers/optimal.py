@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .infidelity import as_inputs, evaluate, generator
-from .perturbations import Draw, as_perturbation
+from .perturbations import as_perturbation
 
 __all__ = ["optimal_explanation", "optimal_from_samples", "solve_psd", "sherman_morrison"]
 
@@ -113,8 +113,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     probe = N > 1 and as_perturbation(perturbation).draw_block(xd, slice(0, 2), 0, 1, generator(xd.device, seed))
     shared = not probe or (probe.W.shape[0] == 1 and (probe.weights is None or probe.weights.shape[0] == 1))
     gram = None if closed else torch.zeros(1 if shared else N, d, d, dtype=torch.float64, device=xd.device)
-
-    def reduce(rows: slice, dr: Draw, diff: torch.Tensor) -> None:
+    for rows, dr, diff in evaluate(c, xd, perturbation, target, n_samples, seed):
         r, s = diff.shape
         W, y = dr.W.reshape(dr.W.shape[0], s, -1).double(), diff.double()
         w = (torch.ones_like(y) if dr.weights is None else dr.weights.double()).expand(r, s)
@@ -124,7 +123,5 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
             gram[rows] += _gram(W, w)
         elif gram is not None and rows.start == 0:                            # one shared Gram per sample block
             gram.add_(_gram(W, w))
-
-    evaluate(c, xd, perturbation, target, n_samples, seed, reduce)
     phi = _solve(acc, gram, ridge, perturbation.second_moment(xd) if closed else None).cpu()
     return c.unpack(phi) if isinstance(x, (tuple, list)) else phi.reshape(x.shape)

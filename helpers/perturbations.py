@@ -16,7 +16,8 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .validation import check_like, check_positive_int
+from .baselines import make_baseline
+from .validation import check_positive_int
 
 __all__ = ["Draw", "Perturbation", "Gaussian", "NoisyBaseline", "ConstantBaseline", "Square", "ShapSubset",
            "Fixed", "FromFunction", "as_perturbation", "square_masks"]
@@ -39,16 +40,6 @@ def _positive(value: object, name: str) -> float:
     return float(value)
 
 
-def _baseline_like(baseline: BaselineLike, x: torch.Tensor) -> torch.Tensor:
-    """The baseline broadcastable to ``x`` (``N x ...``): a number, one input (``...``), ``1 x ...`` or ``N x ...``."""
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full((1,) + x.shape[1:], float(baseline), dtype=x.dtype, device=x.device)
-    if not isinstance(baseline, torch.Tensor):
-        raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
-    b = check_like(baseline, x, "baseline", allow_broadcast=True).to(device=x.device, dtype=x.dtype)
-    return b.unsqueeze(0) if b.dim() < x.dim() else b
-
-
 class Perturbation:
     """Base class: subclasses set ``units`` and implement ``draw(x, n, generator) -> Draw``."""
 
@@ -65,8 +56,8 @@ class Perturbation:
         return i.expand((x.shape[0],) + i.shape[1:])
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The baseline ``x0`` broadcastable to ``x`` (0 unless the perturbation has one)."""
-        return _baseline_like(getattr(self, "baseline", 0.0), x)
+        """The baseline ``x0`` like ``x`` (0 unless the perturbation has one), by ``baselines.make_baseline``."""
+        return make_baseline(getattr(self, "baseline", 0.0), x)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -102,12 +93,9 @@ def _clipped_normal_moments(m: torch.Tensor, sigma: float, lo: float, hi: float)
 
 
 class NoisyBaseline(Perturbation):
-    """The authors' noisy baseline (NB): ``x - I = clip(x0 + σ n, lo, hi)``, ``n ~ N(0, Id)``.
-
-    ``input_range=(lo, hi)`` is the valid input range (MNIST's ``(0, 1)`` by default; ``None``: no clipping).
-    ``E[IIᵀ] = (x - μ)(x - μ)ᵀ + diag(v)`` with ``μ``, ``v`` the mean and variance of the clipped noisy baseline:
-    rank one plus diagonal, so :func:`helpers.optimal.optimal_explanation` solves it in O(d).
-    """
+    """The authors' noisy baseline (NB): ``x - I = clip(x0 + σ n, lo, hi)``, ``n ~ N(0, Id)``, ``input_range=(lo, hi)``
+    (``None``: no clipping). ``E[IIᵀ] = (x - μ)(x - μ)ᵀ + diag(v)`` (``μ``, ``v``: mean and variance of the clipped
+    noisy baseline) is rank one plus diagonal: :func:`helpers.optimal.optimal_explanation` solves it in O(d)."""
 
     def __init__(self, sigma: float = 0.2, baseline: BaselineLike = 0.0,
                  input_range: Optional[Tuple[float, float]] = (0.0, 1.0)) -> None:
@@ -207,11 +195,8 @@ def shapley_size_probs(d: int) -> torch.Tensor:
 
 
 class ShapSubset(_Masked):
-    """Random subsets of features set to the baseline, distributed as the Shapley kernel (SHAP is optimal for it).
-
-    Sampled as KernelSHAP does: a size ``z`` from the kernel's size distribution ``∝ (d-1) / (z (d-z))``, then a
-    uniform subset of that size; all samples have equal weight (no importance weights, full effective sample size).
-    """
+    """Random subsets of features set to the baseline, distributed as the Shapley kernel (SHAP is optimal for it):
+    as KernelSHAP, a size ``z`` with probability ``∝ (d-1) / (z (d-z))``, then a uniform subset of that size."""
 
     def masks(self, x, n, generator=None):
         d = math.prod(x.shape[1:])
@@ -248,36 +233,29 @@ class Fixed(Perturbation):
 
 
 class FromFunction(Perturbation):
-    """A captum-style ``perturb_func(x) -> (I, x - I)`` as a local perturbation (global RNG reseeded from the generator)."""
+    """A user's perturbation: a captum-style ``perturb_func(x) -> (I, x - I)`` (local units; the global RNG is
+    reseeded from the generator) or an object with ``units`` and ``sample(x, n, generator) -> I`` (a global one's
+    ``W`` is ``I / (x - x0)``, 0 where ``x == x0``)."""
 
     def __init__(self, perturb_func: Callable) -> None:
-        self.perturb_func = perturb_func
+        self.perturb_func, self.units = perturb_func, getattr(perturb_func, "units", "local")
+        self.baseline = getattr(perturb_func, "baseline", 0.0)
+        self.default_samples = int(getattr(perturb_func, "default_samples", 1000))
 
     def draw(self, x, n, generator=None):
-        xr = x.repeat_interleave(n, dim=0)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=x.device)))
-            out = self.perturb_func(xr)
-        i = out[0] if isinstance(out, (tuple, list)) else out
-        if not isinstance(i, torch.Tensor) or i.shape != xr.shape:
-            raise ValueError(f"perturb_func must return (I, x - I) with I of shape {tuple(xr.shape)}")
-        i = i.reshape((x.shape[0], n) + x.shape[1:])
-        return Draw(i, i)
-
-
-class _Sampled(Perturbation):
-    """An object with ``units`` and ``sample`` only; ``W`` of a global one is ``I / (x - x0)`` (0 where ``x == x0``)."""
-
-    def __init__(self, p: object) -> None:
-        self.p, self.units, self.baseline = p, p.units, getattr(p, "baseline", 0.0)
-        self.default_samples = int(getattr(p, "default_samples", 1000))
-
-    def draw(self, x, n, generator=None):
-        i = self.p.sample(x, n, generator)
-        if i.shape != (x.shape[0], n) + x.shape[1:]:
-            raise ValueError(f"perturbation.sample must return N x n x ... = {(x.shape[0], n, *x.shape[1:])}, got "
-                             f"{tuple(i.shape)}")
+        shape = (x.shape[0], n) + x.shape[1:]
+        if hasattr(self.perturb_func, "sample"):
+            i = self.perturb_func.sample(x, n, generator)
+        else:
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                if generator is not None:
+                    torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=x.device)))
+                out = self.perturb_func(x.repeat_interleave(n, dim=0))
+            i = out[0] if isinstance(out, (tuple, list)) else out
+            i = i.reshape(shape) if isinstance(i, torch.Tensor) and i.shape == (x.shape[0] * n,) + x.shape[1:] else i
+        if not isinstance(i, torch.Tensor) or i.shape != shape:
+            raise ValueError(f"the perturbation must give I of shape N x n x ... = {tuple(shape)} (perturb_func: (I, "
+                             f"x - I) with I (N n) x ...), got {getattr(i, 'shape', type(i).__name__)}")
         if self.units == "local":
             return Draw(i, i)
         diff = (x - self.baseline_for(x)).unsqueeze(1)
@@ -286,12 +264,10 @@ class _Sampled(Perturbation):
 
 def as_perturbation(p: object) -> Perturbation:
     """A :class:`Perturbation` from any object with ``units`` and ``sample(x, n, generator)``, or from a callable
-    ``perturb_func(x) -> (I, x - I)`` (:class:`FromFunction`)."""
-    if callable(p) and not hasattr(p, "sample"):
-        return FromFunction(p)
-    if not hasattr(p, "sample"):
+    ``perturb_func(x) -> (I, x - I)`` (both wrapped in :class:`FromFunction`)."""
+    if not callable(p) and not hasattr(p, "sample"):
         raise TypeError(f"perturbation must have units and sample(x, n, generator) -> I (e.g. NoisyBaseline(0.2)) "
                         f"or be a function perturb_func(x) -> (I, x - I), got {type(p).__name__}")
-    if getattr(p, "units", None) not in ("local", "global"):
+    if hasattr(p, "sample") and getattr(p, "units", None) not in ("local", "global"):
         raise ValueError(f"perturbation.units must be 'local' or 'global', got {getattr(p, 'units', None)!r}")
-    return p if isinstance(p, Perturbation) else _Sampled(p)
+    return p if isinstance(p, Perturbation) else FromFunction(p)

@@ -9,9 +9,9 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .baselines import make_baseline
 from .infidelity import infidelity, resolve_target
 from .optimal import optimal_explanation
-from .perturbations import _baseline_like
 from .sensitivity import sensitivity_max
 from .smoothing import Explain, call_explain, explainer, smooth
 from .validation import check_model, model_device
@@ -34,10 +34,10 @@ def explanation_suite(model: nn.Module, perturbation, *, sg_radius: float = 0.2,
 
     def method_fn(method: str, **kw) -> Explain:
         def fn(v: torch.Tensor, t=None) -> torch.Tensor:
-            ref = _baseline_like(x0, v)[:1]
-            extra = {"baseline": ref} if method == "ig" else {"references": ref} if method == "deepshap" else {}
+            ref = make_baseline(x0, v)
+            extra = {"baseline": ref[:1]} if method == "ig" else {"references": ref[:1]} if method == "deepshap" else {}
             phi = explainer(model, method, units="local", **kw, **extra)(v, t)
-            return phi if local else phi * (v - _baseline_like(x0, v))
+            return phi if local else phi * (v - ref)
         fn.model = model
         return fn
 
@@ -58,12 +58,11 @@ def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Ex
                        n_sens: int = 10, n_sens_images: Union[None, int, Mapping[str, int]] = None,
                        limits: Optional[Mapping[str, int]] = None,
                        seed: int = 0) -> Dict[str, dict]:
-    """Per-input infidelity (every explanation on the same perturbations), infidelity of the zero explanation
-    (``E[Δf²]``, to compare models) and relative max-sensitivity (on the first ``n_sens_images`` inputs, a number or
-    ``{name: number}``, default all).
-    ``limits``: ``{name: m}`` computes and scores that explanation on the first ``m`` inputs only (an expensive one,
-    e.g. OPT); with common random numbers its values equal those of one call on ``x[:m]``.
-    Returns: ``{"infidelity": {name: N or m}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``.
+    """``{"infidelity": {name: N or m}, "delta_f2": N, "sensitivity": {name: M}, "explanations": {name: like x}}``:
+    per-input infidelity (every explanation on the same perturbations), that of the zero explanation (``E[Δf²]``, to
+    compare models) and relative max-sensitivity on the first ``n_sens_images`` inputs (a number or ``{name: M}``,
+    default all). ``limits={name: m}`` explains and scores ``name`` on the first ``m`` inputs only (e.g. OPT); with
+    common random numbers its values equal those of a call on ``x[:m]``.
     """
     xd = x.to(model_device(model))
     t = resolve_target(model, xd, target)[0]
@@ -71,18 +70,13 @@ def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Ex
     if any(v < 1 for v in lim.values()):
         raise ValueError(f"limits must be >= 1 inputs per explanation, got {dict(limits)}")
     phis = {k: call_explain(f, xd[:lim[k]], t[:lim[k]]).detach() for k, f in suite.items()}
-    cuts = sorted({0, len(xd), *lim.values()})
-    parts = []
-    for a, b in zip(cuts[:-1], cuts[1:]):                     # inputs a:b, scored with every explanation defined there
-        live = {k: v[a:b] for k, v in phis.items() if lim[k] >= b}
-        parts.append(infidelity(model, xd[a:b], {**live, "_zero": torch.zeros_like(xd[a:b])}, perturbation, t[a:b],
-                                n_samples, normalize, seed + 1))
-    inf = {k: torch.cat([p[k] for p in parts if k in p]) for k in [*phis, "_zero"]}
+    padded = {k: torch.cat([v, v.new_zeros((len(xd) - len(v),) + v.shape[1:])]) for k, v in phis.items()}
+    inf = infidelity(model, xd, {**padded, "_zero": torch.zeros_like(xd)}, perturbation, t, n_samples, normalize, seed + 1)
     ms = {k: lim[k] if n_sens_images is None else min(lim[k], int(n_sens_images.get(k, lim[k]) if isinstance(
         n_sens_images, Mapping) else n_sens_images)) for k in suite}
     sens = {k: sensitivity_max(f, xd[:ms[k]], sens_radius, n_sens, seed=seed + 2, target=t[:ms[k]])
             for k, f in suite.items() if ms[k] > 0}
-    return {"infidelity": {k: inf[k] for k in phis}, "delta_f2": inf["_zero"], "sensitivity": sens,
+    return {"infidelity": {k: inf[k][:lim[k]] for k in phis}, "delta_f2": inf["_zero"], "sensitivity": sens,
             "explanations": {k: v.cpu() for k, v in phis.items()}}
 
 
@@ -92,10 +86,10 @@ def randomized_models(model: nn.Module, seed: int = 0) -> list:
     check_model(model)
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     gen = torch.Generator().manual_seed(seed)
-    cur, out = copy.deepcopy(model), []
+    cur, out = model, []
     for name in reversed(layers):
         cur = copy.deepcopy(cur)
-        layer = dict(cur.named_modules())[name]
+        layer = cur.get_submodule(name)
         with torch.no_grad():
             w = layer.weight
             w.copy_(torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device) * w.std())

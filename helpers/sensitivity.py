@@ -17,9 +17,6 @@ from .validation import as_classifier, check_images, check_n_samples, check_targ
 
 __all__ = ["sensitivity_max"]
 
-FORMS = ("relative", "absolute", "lipschitz")
-
-
 def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_samples: int = 10, seed: int = 0, *,
                     target=None, form: Union[str, tuple] = "relative", norm: Union[str, float] = "fro"
                     ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -48,8 +45,8 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
         raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
     n = check_n_samples(n_samples)
     forms = (form,) if isinstance(form, str) else tuple(form)
-    if not forms or any(f not in FORMS for f in forms):
-        raise ValueError(f"form must be one of {FORMS} (or a tuple of them), got {form!r}")
+    if not forms or any(f not in ("relative", "absolute", "lipschitz") for f in forms):
+        raise ValueError(f"form must be 'relative', 'absolute' or 'lipschitz' (or a tuple of them), got {form!r}")
     model = getattr(explain, "model", None)
     xd = x.to(model_device(model)) if isinstance(model, nn.Module) else x
     t = resolve_target(model, xd, target)[0] if isinstance(model, nn.Module) else check_target(target, x.shape[0])
