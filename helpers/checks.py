@@ -64,6 +64,11 @@ class Result:
     def first_failure(self) -> str:
         return self.not_implemented or self.shortcut or next((f"{c}: {p}" for c, p in self.cases if p), "")
 
+    def lines(self, ok: str = "✓", fail: str = "✗") -> List[str]:
+        """One line per case (``ok``, or ``fail`` and the problem), then the stub's or the shortcut's message."""
+        return ([f"  {ok} {c}" if p is None else f"  {fail} {c}: {p}" for c, p in self.cases]
+                + [f"  {fail} {m}" for m in (self.not_implemented, self.shortcut) if m])
+
 
 def evaluate(exercise: str, fn: Callable, *, allow_library: bool = False) -> Result:
     """Run every case of ``exercise`` on ``fn`` (on copies of the inputs); a call of a :data:`SHORTCUTS` function
@@ -111,18 +116,11 @@ def evaluate(exercise: str, fn: Callable, *, allow_library: bool = False) -> Res
 def _make_check(exercise: str) -> Callable[[Callable], bool]:
     def check(fn: Callable) -> bool:
         r = evaluate(exercise, fn)
-        print(f"check_{exercise}")
-        if r.not_implemented:
-            print(f"  ✗ {r.not_implemented}")
-            raise AssertionError(f"check_{exercise}: {r.not_implemented}")
+        print("\n".join([f"check_{exercise}", *r.lines()]))
         failures = [f"{c}: {p}" for c, p in r.cases if p is not None] + ([r.shortcut] if r.shortcut else [])
-        for case, problem in r.cases:
-            print(f"  ✓ {case}" if problem is None else f"  ✗ {case}: {problem}")
-        if r.shortcut:
-            print(f"  ✗ {r.shortcut}")
-        if failures:
-            raise AssertionError(f"check_{exercise}: {len(failures)} problem(s) in {len(r.cases)} case(s):\n  - "
-                                 + "\n  - ".join(failures))
+        if r.not_implemented or failures:
+            raise AssertionError(f"check_{exercise}: " + (r.not_implemented or f"{len(failures)} problem(s) in "
+                                                          f"{len(r.cases)} case(s):\n  - " + "\n  - ".join(failures)))
         print(f"  all {len(r.cases)} cases passed")
         return True
 
@@ -191,14 +189,10 @@ class _Quadratic(nn.Module):
         return 0.5 * torch.einsum("nd,cde,ne->nc", v, self.A, v) + v @ self.w.T
 
 
-def _linear_model(d: int, n_classes: int, seed: int) -> _Quadratic:
-    w = torch.randn(n_classes, d, generator=torch.Generator().manual_seed(seed))
-    return _Quadratic(torch.zeros(n_classes, d, d), w)
-
-
-def _quadratic_model(d: int, n_classes: int, seed: int) -> _Quadratic:
+def _model(d: int, n_classes: int, seed: int, curvature: float = 0.5) -> _Quadratic:
+    """A random quadratic model on ``d`` features; linear with ``curvature=0``."""
     g = torch.Generator().manual_seed(seed)
-    return _Quadratic(0.5 * torch.randn(n_classes, d, d, generator=g), torch.randn(n_classes, d, generator=g))
+    return _Quadratic(curvature * torch.randn(n_classes, d, d, generator=g), torch.randn(n_classes, d, generator=g))
 
 
 def _images(n: int, side: int, seed: int) -> torch.Tensor:
@@ -245,11 +239,11 @@ def _cases_integrated_gradients() -> List[tuple]:
         net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Softplus(), nn.Linear(12, 4)).eval()
     return [
         ("linear model, zero baseline: IG = W_t * x",
-         (_linear_model(9, 3, 1), _images(2, 3, 2), torch.zeros(2, 1, 3, 3), _t(0, 2), 16), _ig_closed_form),
+         (_model(9, 3, 1, 0.0), _images(2, 3, 2), torch.zeros(2, 1, 3, 3), _t(0, 2), 16), _ig_closed_form),
         ("linear model, non-zero baseline: IG = W_t * (x - baseline), per-row targets",
-         (_linear_model(9, 3, 1), _images(2, 3, 2), _images(2, 3, 3), _t(0, 2), 16), _ig_closed_form),
+         (_model(9, 3, 1, 0.0), _images(2, 3, 2), _images(2, 3, 3), _t(0, 2), 16), _ig_closed_form),
         ("quadratic model: IG = (x - x') * (A_t (x + x')/2 + w_t)",
-         (_quadratic_model(4, 2, 4), _images(3, 2, 5), 0.2 * _images(3, 2, 6), _t(1, 0, 1), 64), _ig_closed_form),
+         (_model(4, 2, 4), _images(3, 2, 5), 0.2 * _images(3, 2, 6), _t(1, 0, 1), 64), _ig_closed_form),
         ("completeness on a small softplus network: sum(IG) = f_t(x) - f_t(x')",
          (net, _images(4, 4, 8), torch.zeros(4, 1, 4, 4), _t(0, 1, 2, 3), 128), _ig_completeness),
     ]
@@ -314,7 +308,7 @@ def _infidelity_by_loop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, p
 
 def _linear_case(seed: int, n: int, s: int, scale: float, target: torch.Tensor, delta: bool) -> tuple:
     """A linear model, images, the explanation ``W_t (+ δ)`` and ``scale``-sized Gaussian perturbations."""
-    model, x = _linear_model(16, 3, seed), _images(n, 4, seed + 1)
+    model, x = _model(16, 3, seed, 0.0), _images(n, 4, seed + 1)
     g = torch.Generator().manual_seed(seed + 2)
     attr = model.w[target].reshape_as(x) + (torch.randn(n, 1, 4, 4, generator=g) if delta else 0.0)
     return model, x, attr, scale * torch.randn(n, s, 1, 4, 4, generator=g), target
@@ -329,7 +323,7 @@ def _cases_infidelity_estimate() -> List[tuple]:
     explanation (``mean_s (I_s · δ)^2``); a quadratic model. The reference loops over images and samples.
     """
     g = torch.Generator().manual_seed(29)
-    quadratic = (_quadratic_model(9, 2, 27), _images(2, 3, 28), torch.randn(2, 1, 3, 3, generator=g),
+    quadratic = (_model(9, 2, 27), _images(2, 3, 28), torch.randn(2, 1, 3, 3, generator=g),
                  0.3 * torch.randn(2, 6, 1, 3, 3, generator=g), _t(0, 1))
     by_loop = _tensor(_infidelity_by_loop, "infidelity", 1e-4, 1e-3,
                       hint="one value per image, the mean over the S samples")

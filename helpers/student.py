@@ -186,32 +186,30 @@ def generate(master_dir: Path, out_dir: Optional[Path] = None, *, check: bool = 
 # ---- grading: python -m helpers.student grade SUBMISSION.ipynb | FOLDER [--out build/grades] ----------------------
 
 def _solutions(nb) -> Dict[str, object]:
-    """Each exercise function a submission defines (the last definition wins), executed in a namespace holding the
-    notebook's top-level imports; a function whose cell cannot run maps to the error message instead."""
-    imports, found = [], {}
+    """Each exercise function a submission defines (its last definition in a cell that parses), executed in a namespace
+    holding the notebook's top-level imports; a function that cannot be defined maps to the error message instead."""
+    imports, defs, out = [], [], {}
     for cell in nb.cells:
         if cell.cell_type != "code" or "colab" in _tags(cell):
             continue
         try:
             body = ast.parse(cell.source).body
         except SyntaxError as err:
-            found.update({n: f"the cell defining {n} does not parse: {err.msg} (line {err.lineno})"
-                          for n in checks.EXERCISES if re.search(rf"^def {n}\b", cell.source, re.M)})
+            out.update({n: f"the cell defining {n} does not parse: {err.msg} (line {err.lineno})"
+                        for n in checks.EXERCISES if re.search(rf"^def {n}\b", cell.source, re.M)})
             continue
         imports += [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        found.update({n.name: n for n in body if isinstance(n, ast.FunctionDef) and n.name in checks.EXERCISES})
+        defs += [n for n in body if isinstance(n, ast.FunctionDef) and n.name in checks.EXERCISES]
     namespace: Dict[str, object] = {"__name__": "__submission__"}
     for node in imports:
         with contextlib.suppress(Exception):  # an import the grader lacks only matters if the solution uses it
             exec(compile(ast.Module(body=[node], type_ignores=[]), "<submission>", "exec"), namespace)
-    out: Dict[str, object] = {}
-    for name, node in found.items():
+    for node in defs:
         try:
-            if not isinstance(node, str):
-                exec(compile(ast.Module(body=[node], type_ignores=[]), f"<{name}>", "exec"), namespace)
-            out[name] = node if isinstance(node, str) else namespace[name]
+            exec(compile(ast.Module(body=[node], type_ignores=[]), f"<{node.name}>", "exec"), namespace)
+            out[node.name] = namespace[node.name]
         except Exception as err:  # noqa: BLE001 - the student's code
-            out[name] = f"defining {name} raised {type(err).__name__}: {err}"
+            out[node.name] = f"defining {node.name} raised {type(err).__name__}: {err}"
     return out
 
 
@@ -268,9 +266,7 @@ def grade(path: Path, out_dir: Path, *, master_dir: Optional[Path] = None, timeo
         for r in results:
             rows.append({"submission": who, "exercise": r.exercise, "points": r.points, "max": len(r.cases) or 1,
                          "first failed case": r.first_failure})
-            lines += [f"{r.exercise}: {r.points} point(s)"] + [f"  {'ok  ' if p is None else 'FAIL'} {c}"
-                                                             + ("" if p is None else f": {p}") for c, p in r.cases]
-            lines += [f"  FAIL {msg}" for msg in (r.shortcut, r.not_implemented) if msg]
+            lines += [f"{r.exercise}: {r.points} point(s)", *r.lines("ok  ", "FAIL")]
         (out_dir / "feedback" / f"{who.replace('/', '__')}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open(out_dir / "grades.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=["submission", "exercise", "points", "max", "first failed case"])

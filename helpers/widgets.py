@@ -52,29 +52,25 @@ def _check_batch(x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
 
 
 class _Explorer(widgets.VBox):
-    """A title, ``controls`` (3 per row), an info line and the figure; a control change calls :meth:`update`.
+    """A title, the controls (``{compute keyword: widget}``, 3 per row), an info line and the figure; a control change
+    calls :meth:`update`. Subclasses write ``compute``, ``render`` (a figure) and ``describe`` (the info line)."""
 
-    Subclasses set ``_names`` (control description -> ``compute`` keyword) and write ``compute``, ``render``,
-    ``describe``.
-    """
-
-    _names: Dict[str, str] = {}
-
-    def __init__(self, controls: Sequence[widgets.Widget], title: str) -> None:
-        self.controls: Dict[str, widgets.Widget] = {c.description: c for c in controls}
+    def __init__(self, controls: Dict[str, widgets.Widget], title: str) -> None:
+        self.controls: Dict[str, widgets.Widget] = {c.description: c for c in controls.values()}
+        self._by_keyword = dict(controls)
         self.info, self.image = widgets.HTML(), widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.result: Dict[str, Any] = {}
         self.figure: Optional[Figure] = None
         self._updating = False
-        rows = [widgets.HBox(list(controls[i:i + 3])) for i in range(0, len(controls), 3)]
+        rows = [widgets.HBox(list(controls.values())[i:i + 3]) for i in range(0, len(controls), 3)]
         super().__init__([widgets.HTML(f"<b>{html.escape(title)}</b>"), *rows, self.info, self.image])
-        for c in controls:
+        for c in controls.values():
             c.observe(self._on_change, names="value")
         self.update()
 
     def values(self) -> Dict[str, Any]:
         """The current setting of every control, as ``update`` keywords."""
-        return {self._names[k]: c.value for k, c in self.controls.items()}
+        return {k: c.value for k, c in self._by_keyword.items()}
 
     def _on_change(self, change) -> None:
         if not self._updating:
@@ -85,13 +81,13 @@ class _Explorer(widgets.VBox):
 
     def update(self, **values: Any) -> Dict[str, Any]:
         """Set the given controls (keywords as in :meth:`values`), recompute, redraw; return the numbers shown."""
-        by_name = {v: k for k, v in self._names.items()}
-        if set(values) - set(by_name):
-            raise TypeError(f"unknown setting(s) {sorted(set(values) - set(by_name))}; valid: {sorted(by_name)}")
+        if set(values) - set(self._by_keyword):
+            raise TypeError(f"unknown setting(s) {sorted(set(values) - set(self._by_keyword))}; valid: "
+                            f"{sorted(self._by_keyword)}")
         self._updating = True
         try:
             for name, v in values.items():
-                self.controls[by_name[name]].value = v
+                self._by_keyword[name].value = v
         finally:
             self._updating = False
         self.info.value = "<i>computing ...</i>"
@@ -111,8 +107,6 @@ class AbcExplorer(_Explorer):
     ``update(index=3, method="grad", baseline="blur", budget=100, n_samples=200)`` returns the numbers shown.
     """
 
-    _names = {"digit": "index", "method": "method", "baseline": "baseline", "budget": "budget", "S": "n_samples"}
-
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                  n_show: int = 6, seed: int = 0, **abc_options: Any) -> None:
         from .abc import DEFAULT_BUDGET, DEFAULT_SAMPLES
@@ -121,14 +115,14 @@ class AbcExplorer(_Explorer):
         _check_batch(x, y)
         self.model, self.x, self.y, self.n_show, self.seed = model, x, y, int(n_show), int(seed)
         self.abc_options, self._cache = abc_options, {}
-        super().__init__([
-            _slider(widgets.IntSlider, "digit", min=0, max=x.shape[0] - 1, value=0),
-            widgets.Dropdown(description="method", options=list(METHODS), value="ig"),
-            widgets.Dropdown(description="baseline", options=list(BASELINES), value="zero"),
-            _slider(widgets.FloatLogSlider, "budget", base=10, min=0.0, max=2.6, step=0.05,
-                    value=float(DEFAULT_BUDGET), readout_format=".3g"),
-            _slider(widgets.IntSlider, "S", min=10, max=500, step=10, value=int(DEFAULT_SAMPLES)),
-        ], "ABC: attribution-based confidence of one digit")
+        super().__init__({
+            "index": _slider(widgets.IntSlider, "digit", min=0, max=x.shape[0] - 1, value=0),
+            "method": widgets.Dropdown(description="method", options=list(METHODS), value="ig"),
+            "baseline": widgets.Dropdown(description="baseline", options=list(BASELINES), value="zero"),
+            "budget": _slider(widgets.FloatLogSlider, "budget", base=10, min=0.0, max=2.6, step=0.05,
+                              value=float(DEFAULT_BUDGET), readout_format=".3g"),
+            "n_samples": _slider(widgets.IntSlider, "S", min=10, max=500, step=10, value=int(DEFAULT_SAMPLES)),
+        }, "ABC: attribution-based confidence of one digit")
 
     def compute(self, *, index: int, method: str, baseline: str, budget: float, n_samples: int) -> Dict[str, Any]:
         """ABC of digit ``index`` with the given setting, its attribution, and the first ``n_show`` mutations."""
@@ -179,8 +173,6 @@ class SmoothingExplorer(_Explorer):
     explanation is the gradient smoothed at that radius.
     """
 
-    _names = {"kernel": "kernel", "method": "method", "SG radius": "radius", "digit": "index"}
-
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                  radii: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5), perturbation=None,
                  methods: Sequence[str] = ("grad", "gbp"), n_smooth: int = 12, n_infidelity: int = 200,
@@ -199,16 +191,17 @@ class SmoothingExplorer(_Explorer):
         self._curves: Dict[tuple, Dict[str, Any]] = {}
         with torch.no_grad():  # not inference_mode: the targets enter autograd graphs later
             self._targets = model(x.to(next(model.parameters()).device)).argmax(1)
-        super().__init__([
-            widgets.Dropdown(description="kernel", options=list(KERNELS), value=KERNELS[0]),
-            widgets.Dropdown(description="method", options=list(methods), value=methods[0]),
-            widgets.SelectionSlider(description="SG radius", options=list(self.radii), continuous_update=False,
-                                    value=min(self.radii, key=lambda r: abs(r - 0.1))),
-            _slider(widgets.IntSlider, "digit", min=0, max=x.shape[0] - 1, value=0),
-        ], "Smoothing an explanation: infidelity and sensitivity against the radius")
+        super().__init__({
+            "kernel": widgets.Dropdown(description="kernel", options=list(KERNELS), value=KERNELS[0]),
+            "method": widgets.Dropdown(description="method", options=list(methods), value=methods[0]),
+            "radius": _slider(widgets.SelectionSlider, "SG radius", options=list(self.radii),
+                              value=min(self.radii, key=lambda r: abs(r - 0.1))),
+            "index": _slider(widgets.IntSlider, "digit", min=0, max=x.shape[0] - 1, value=0),
+        }, "Smoothing an explanation: infidelity and sensitivity against the radius")
 
-    def curve(self, kernel: str, method: str) -> Dict[str, Any]:
-        """Mean infidelity and max-sensitivity over ``x`` for every radius (cached per kernel and method)."""
+    def compute(self, *, kernel: str, method: str, radius: float, index: int) -> Dict[str, Any]:
+        """Mean infidelity and max-sensitivity over ``x`` for every radius (cached per kernel and method), those at
+        ``radius`` and the explanation of digit ``index`` there."""
         from .infidelity import infidelity
         from .sensitivity import sensitivity_max
         from .smoothing import explainer, smooth
@@ -226,10 +219,7 @@ class SmoothingExplorer(_Explorer):
             self._curves[(kernel, method)] = {
                 "radii": np.array(self.radii), "infidelity": np.array([float(inf[str(r)].mean()) for r in self.radii]),
                 "sensitivity": np.array(sens), "phi": {r: phis[str(r)].cpu() for r in self.radii}}
-        return self._curves[(kernel, method)]
-
-    def compute(self, *, kernel: str, method: str, radius: float, index: int) -> Dict[str, Any]:
-        c, j = self.curve(kernel, method), self.radii.index(float(radius))
+        c, j = self._curves[(kernel, method)], self.radii.index(float(radius))
         return {"kernel": kernel, "method": method, "radius": float(radius), "index": int(index),
                 "radii": c["radii"], "infidelity_curve": c["infidelity"], "sensitivity_curve": c["sensitivity"],
                 "infidelity": float(c["infidelity"][j]), "sensitivity": float(c["sensitivity"][j]),
@@ -267,8 +257,6 @@ class RiskCoverageExplorer(_Explorer):
     (``N`` booleans); at the slider's ``coverage`` (initially 0.8), each method's selective risk, threshold and AURC.
     """
 
-    _names = {"coverage": "coverage", "methods": "methods"}
-
     def __init__(self, confidences: Mapping[str, Any], correct: Any, *, coverage: float = 0.8) -> None:
         from .metrics import as_array, risk_coverage
 
@@ -285,11 +273,12 @@ class RiskCoverageExplorer(_Explorer):
                 raise ValueError(f"confidences[{name!r}] and correct: {err}") from err
             self.sorted[str(name)] = -np.sort(-a)
         names = tuple(self.curves)
-        super().__init__([
-            _slider(widgets.FloatSlider, "coverage", min=0.05, max=1.0, step=0.01, value=float(coverage),
-                    readout_format=".2f"),
-            widgets.SelectMultiple(description="methods", options=names, value=names, rows=min(6, len(names))),
-        ], "Selective prediction: risk against coverage for every confidence")
+        super().__init__({
+            "coverage": _slider(widgets.FloatSlider, "coverage", min=0.05, max=1.0, step=0.01, value=float(coverage),
+                                readout_format=".2f"),
+            "methods": widgets.SelectMultiple(description="methods", options=names, value=names,
+                                              rows=min(6, len(names))),
+        }, "Selective prediction: risk against coverage for every confidence")
 
     def compute(self, *, coverage: float, methods: Sequence[str]) -> Dict[str, Any]:
         """Selective risk (error rate of the kept predictions) of each method at ``coverage``, and its AURC."""
