@@ -24,7 +24,6 @@ __all__ = ["DEFAULT_CPU_BUDGET", "memory_budget", "chunk_size_for", "bytes_per_i
 
 #: Bytes of activations one chunk may use on the CPU (override with ``HELPERS_MEMORY_BUDGET_MB``).
 DEFAULT_CPU_BUDGET = 256 * 2**20
-_MASK64 = (1 << 64) - 1
 
 
 def memory_budget(device: Optional[torch.device] = None) -> int:
@@ -123,23 +122,24 @@ def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
+def _finalise(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser of int64 values (the products wrap around modulo 2^64)."""
+    z = (z ^ _srl(z, 30)) * _M1
+    z = (z ^ _srl(z, 27)) * _M2
+    return z ^ _srl(z, 31)
+
+
 def mix_int(v: int) -> int:
-    """splitmix64 finaliser of a Python int (a signed 64-bit int): seeds derived from (seed, stream, item)."""
-    v &= _MASK64
-    v = ((v ^ (v >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    v = ((v ^ (v >> 27)) * 0x94D049BB133111EB) & _MASK64
-    v ^= v >> 31
-    return v - (1 << 64) if v >= (1 << 63) else v
+    """splitmix64 finaliser of a Python int, as a signed 64-bit int: seeds derived from (seed, stream, item)."""
+    return int(_finalise(torch.tensor((v + 2**63) % 2**64 - 2**63, dtype=torch.int64)))
 
 
 def hash_uniform(seed: int, key: torch.Tensor, stream: int = 0) -> torch.Tensor:
     """Uniform float32 numbers in ``[0, 1)`` (24 random bits), a pure function of ``(seed, stream, key)``: ``key``
     holds int64 counters of any shape (e.g. ``(input * S + sample) * d + feature``), the result has its shape and
     device, and the same key gives the same number on any device and in any chunk."""
-    z = key.to(torch.int64) * _GOLDEN + mix_int(int(seed) * 1000003 + int(stream) * 7919 + 12345)
-    z = (z ^ _srl(z, 30)) * _M1
-    z = (z ^ _srl(z, 27)) * _M2
-    return _srl(z ^ _srl(z, 31), 40).to(torch.float32) * (2.0 ** -24)
+    z = _finalise(key.to(torch.int64) * _GOLDEN + mix_int(int(seed) * 1000003 + int(stream) * 7919 + 12345))
+    return _srl(z, 40).to(torch.float32) * (2.0 ** -24)
 
 
 def hash_normal(seed: int, key: torch.Tensor, stream: int = 0) -> torch.Tensor:

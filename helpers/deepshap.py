@@ -12,11 +12,9 @@ target logit in which every non-linearity's derivative is replaced by a finite d
   pass the multipliers back like a gradient; anything else is refused (no silent plain gradient).
 
 Two implementations compute the same numbers: :func:`deeplift_multipliers`, for any model, by forward hooks on one
-batched ``[x; r]`` pass (in-place non-linearities run out of place for the call; functional ones such as ``F.relu`` are
-refused when ``torch.fx`` sees them); and :func:`deepshap_multipliers`, for a chain of Conv2d / non-overlapping
-MaxPool2d / Linear / Flatten / element-wise modules (every model in :mod:`helpers.models`) on float32 CPU tensors:
-one forward pass of the inputs, one of the references, then one explicit backward pass over the pairs whose two rules
-are fused numba kernels (:mod:`helpers.deepshap_kernels`); no autograd graph.
+batched ``[x; r]`` pass; and :func:`deepshap_multipliers`, for chains of modules (:func:`deepshap_chain`; every model
+in :mod:`helpers.models`) on the CPU: one forward pass of the inputs, one of the references, then one explicit
+backward pass over the pairs, its two rules fused numba kernels (:mod:`helpers.deepshap_kernels`).
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ class _Rule(torch.autograd.Function):
     ``[inputs; references]`` batch and returns the multipliers at the module's input (both halves)."""
 
     @staticmethod
-    def forward(ctx, inp, out, module):  # noqa: D401
+    def forward(ctx, inp, out, module):
         ctx.save_for_backward(inp, out)
         ctx.module = module
         return out.view_as(out)
@@ -104,7 +102,8 @@ def deeplift_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
     """DeepLift multipliers ``m`` (shape of ``x``, ``M x ...``) of logit ``target`` (``M``) for the pairs
     ``(x_i, references_i)``, with ``sum_j m_ij (x_ij - r_ij) = f_t(x_i) - f_t(r_i)`` (completeness).
 
-    One forward and one backward pass of ``2 M`` rows; works for any model built of modules with a rule.
+    One forward and one backward pass of ``2 M`` rows; works for any model built of modules with a rule. In-place
+    non-linearities run out of place for the call; functional ones (``F.relu``) are refused where ``torch.fx`` sees them.
     """
     _check_rules(model)
     inplace = [m for m in model.modules() if getattr(m, "inplace", False)]   # run out of place during the call
