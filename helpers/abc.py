@@ -181,8 +181,8 @@ def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, 
     check_positive_int(seed, "seed", minimum=0)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    budget = None if budget is None else _check_budget(budget)
     c = as_classifier(model, x, additional_forward_args)
+    budget = default_budget(c.n_features) if budget is None else _check_budget(budget)
     e = explanation or explain(model, x, target, method, baseline, seed=seed,
                                additional_forward_args=additional_forward_args, **options)
     check_like(e.attributions, c.x, "explanation.attributions")
@@ -194,7 +194,7 @@ def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, 
         refs = refs.expand(n, -1, -1).clone()
         refs[:, :, c.n_features:] = xd[:, None, c.n_features:]
     w = weights_from_multipliers(e.multipliers, xd, refs)
-    p = inclusion_probabilities(w, default_budget(c.n_features) if budget is None else budget)
+    p = inclusion_probabilities(w, budget)
     rows = chunk_size or chunk_size_for(bytes_per_image(xd), device=dev, maximum=8192)
 
     def block(s0: int, s1: int, keep: bool) -> torch.Tensor:

@@ -21,7 +21,6 @@ from .metrics import _as_correct, _as_weights, as_array
 __all__ = ["as_logits", "top_class_score", "fit_temperature", "TemperatureScaling", "platt_fit", "PlattScaling",
            "CombinedConfidence", "combination_confidences"]
 
-_EPS = 1e-6
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
 
@@ -142,7 +141,7 @@ def platt_fit(f: np.ndarray, y: np.ndarray, sample_weight: Optional[np.ndarray] 
 
 def _transform(s: np.ndarray, kind: str) -> np.ndarray:
     if kind == "logit":
-        s = np.clip(s, _EPS, 1 - _EPS)
+        s = np.clip(s, 1e-6, 1 - 1e-6)
         return np.log(s) - np.log1p(-s)
     return np.log(np.maximum(s, 1e-12)) if kind == "log" else s
 

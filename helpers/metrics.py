@@ -375,7 +375,7 @@ def confidence_table(confidences: Mapping[str, ArrayLike], correct: Union[ArrayL
     paired CI and p-value of the AUROC and AURC differences to it (``d_auroc``, ..., ``d_auroc_p``)."""
     corrs = dict(correct) if isinstance(correct, Mapping) else {}
     base = next(iter(corrs.values())) if corrs else correct
-    strata = _as_correct(base, as_array(base, "correct").shape[0])
+    strata = _as_correct(base, len(base))
     n = strata.shape[0]
     w = _as_weights(sample_weight, n)
     st = strata if sample_weight is not None else None
@@ -407,7 +407,7 @@ def stratified_subset(correct: ArrayLike, n_wrong: int, n_correct: int, seed: in
     Returns sorted ``indices`` (int64) and ``weights`` (inverse inclusion probabilities, float64), with which every
     metric above estimates its value on the whole split. ``n_wrong`` >= the errors keeps them all (for
     :func:`selective_guarantee`)."""
-    corr = _as_correct(correct, as_array(correct, "correct").shape[0])
+    corr = _as_correct(correct, len(correct))
     rng = np.random.default_rng(seed)
     wrong_idx, right_idx = np.flatnonzero(~corr), np.flatnonzero(corr)
     take_w = rng.choice(wrong_idx, min(n_wrong, wrong_idx.size), replace=False)
