@@ -156,14 +156,13 @@ class AbcExplorer(_Explorer):
         for j, (mutation, got) in enumerate(zip(r["mutations"], r["mutation_labels"])):
             _heat(axes[3 + j], mutation, f"sample {j + 1}: {got}", cmap="gray", symmetric=False)
             axes[3 + j].title.set_color("green" if got == r["predicted"] else "red")
-        fig.suptitle(f"ABC = {r['abc']:.2f}: {r['kept']} of {r['n_samples']} mutated copies keep the prediction "
-                     f"{r['predicted']} (budget {r['budget']:g}, baseline {r['baseline']})")
         fig.tight_layout()
         return fig
 
     def describe(self, r: Mapping[str, Any]) -> str:
-        return (f"ABC = <b>{r['abc']:.3f}</b> &nbsp; ({r['kept']}/{r['n_samples']} samples keep the prediction "
-                f"{r['predicted']}; {r['mutated_features']:.0f} pixels mutated per sample on average)")
+        return (f"ABC = <b>{r['abc']:.3f}</b> &nbsp; ({r['kept']}/{r['n_samples']} mutated copies keep the prediction "
+                f"{r['predicted']}; budget {r['budget']:g}, baseline {r['baseline']}: {r['mutated_features']:.0f} "
+                "pixels mutated per copy on average)")
 
 
 class SmoothingExplorer(_Explorer):
@@ -188,7 +187,7 @@ class SmoothingExplorer(_Explorer):
         self.perturbation = perturbation if perturbation is not None else Gaussian(0.1)
         self.n_smooth, self.n_infidelity, self.n_sensitivity = int(n_smooth), int(n_infidelity), int(n_sensitivity)
         self.sensitivity_radius, self.normalize, self.seed = float(sensitivity_radius), normalize, int(seed)
-        self._curves: Dict[tuple, Dict[str, Any]] = {}
+        self._curves: Dict[tuple, tuple] = {}  # (kernel, method) -> infidelity, sensitivity, explanations
         with torch.no_grad():  # not inference_mode: the targets enter autograd graphs later
             self._targets = model(x.to(next(model.parameters()).device)).argmax(1)
         super().__init__({
@@ -208,23 +207,21 @@ class SmoothingExplorer(_Explorer):
 
         if (kernel, method) not in self._curves:
             base, t = explainer(self.model, method), self._targets
-            xd, phis, sens = self.x.to(t.device), {}, []
-            for r in self.radii:
-                fn = smooth(base, kernel, r, self.n_smooth, seed=self.seed) if r > 0 else base
-                phis[str(r)] = fn(xd, t)
-                sens.append(float(sensitivity_max(fn, xd, self.sensitivity_radius, self.n_sensitivity,
-                                                  seed=self.seed + 2, target=t).mean()))
+            xd = self.x.to(t.device)
+            fns = [smooth(base, kernel, r, self.n_smooth, seed=self.seed) if r > 0 else base for r in self.radii]
+            phis = {str(r): fn(xd, t) for r, fn in zip(self.radii, fns)}
             inf = infidelity(self.model, xd, phis, self.perturbation, target=t, n_samples=self.n_infidelity,
                              normalize=self.normalize, seed=self.seed + 1)
-            self._curves[(kernel, method)] = {
-                "radii": np.array(self.radii), "infidelity": np.array([float(inf[str(r)].mean()) for r in self.radii]),
-                "sensitivity": np.array(sens), "phi": {r: phis[str(r)].cpu() for r in self.radii}}
-        c, j = self._curves[(kernel, method)], self.radii.index(float(radius))
+            sens = [sensitivity_max(fn, xd, self.sensitivity_radius, self.n_sensitivity, seed=self.seed + 2, target=t)
+                    for fn in fns]
+            self._curves[(kernel, method)] = ([float(inf[k].mean()) for k in phis], [float(v.mean()) for v in sens],
+                                              [v.cpu() for v in phis.values()])
+        inf, sens, phis = self._curves[(kernel, method)]
+        j = self.radii.index(float(radius))
         return {"kernel": kernel, "method": method, "radius": float(radius), "index": int(index),
-                "radii": c["radii"], "infidelity_curve": c["infidelity"], "sensitivity_curve": c["sensitivity"],
-                "infidelity": float(c["infidelity"][j]), "sensitivity": float(c["sensitivity"][j]),
-                "best_radius": float(self.radii[int(np.argmin(c["infidelity"]))]),
-                "explanation": c["phi"][float(radius)][index].numpy()}
+                "radii": np.array(self.radii), "infidelity_curve": np.array(inf), "sensitivity_curve": np.array(sens),
+                "infidelity": inf[j], "sensitivity": sens[j], "best_radius": self.radii[int(np.argmin(inf))],
+                "explanation": phis[j][index].numpy()}
 
     def render(self, r: Mapping[str, Any]) -> Figure:
         fig = Figure(figsize=(10.0, 2.9))
