@@ -60,8 +60,7 @@ def _git(*args: str) -> str:
 def provenance() -> Dict[str, Any]:
     """When, from which commit and on which machine this process measured its results.
 
-    ``wall_seconds`` is the age of this process: for a notebook, the time since its kernel started (the runner
-    replaces it by the notebook's measured wall time when it executes the notebook).
+    ``wall_seconds`` is the age of this process (a notebook's kernel); the runner replaces it by the measured wall time.
     """
     import psutil
 
@@ -97,8 +96,7 @@ def _plain(obj: Any) -> Any:
 def check_summary(summary: Mapping[str, Any]) -> Dict[str, Any]:
     """Validate a notebook's ``summary`` (see the module docstring) and return it as plain JSON values.
 
-    Raises:
-        ValueError: naming the field that is missing or malformed.
+    A missing or malformed field raises ``ValueError`` naming it.
     """
     if not isinstance(summary, Mapping) or not isinstance(summary.get("verdict"), str) or not summary["verdict"]:
         raise ValueError("summary must be a dict with a non-empty 'verdict' sentence and a 'headline' list")
