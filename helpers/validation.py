@@ -62,18 +62,16 @@ def check_target(target: Optional[torch.Tensor], n: int, n_classes: Optional[int
     """
     if target is None:
         return None
-    if isinstance(target, int) and not isinstance(target, bool):
-        target = torch.full((n,), target, dtype=torch.long)
-    if isinstance(target, list):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-            raise TypeError(f"{name} given as a list must hold {n} ints (one class per row), got {target!r}")
+    if isinstance(target, list) and not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        raise TypeError(f"{name} given as a list must hold {n} ints (one class per row), got {target!r}")
+    if isinstance(target, (int, list)) and not isinstance(target, bool):
         target = torch.tensor(target, dtype=torch.long)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{name} must be None, an int or a LongTensor of shape ({n},), got {type(target).__name__}")
     if target.is_floating_point() or target.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got dtype {target.dtype}")
     if target.dim() == 0:
-        target = target.expand(n)
+        target = target.expand(n).contiguous()
     if target.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(target.shape)}")
     if n_classes is not None and n > 0:
