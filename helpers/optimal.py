@@ -119,9 +119,7 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
         w = (torch.ones_like(y) if dr.weights is None else dr.weights.double()).expand(r, s)
         for k, v in _sums(W, y, w).items():                                                    # float64 sums
             acc[k][rows] += v
-        if gram is not None and not shared:
-            gram[rows] += _gram(W, w)
-        elif gram is not None and rows.start == 0:                            # one shared Gram per sample block
-            gram.add_(_gram(W, w))
+        if gram is not None and (not shared or rows.start == 0):                # a shared Gram once per block
+            gram[slice(None) if shared else rows] += _gram(W, w)
     phi = _solve(acc, gram, ridge, perturbation.second_moment(xd) if closed else None).cpu()
     return c.unpack(phi) if isinstance(x, (tuple, list)) else phi.reshape(x.shape)

@@ -73,7 +73,9 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
         check_images(x)
         dev = model_device(model) if isinstance(model, nn.Module) else x.device
         xd = x.to(dev)
-        t = resolve_target(model, xd, target)[0] if isinstance(model, nn.Module) else check_target(target, x.shape[0])
+        t = check_target(target, x.shape[0])
+        if t is None and isinstance(model, nn.Module):                        # the prediction at x, for every copy
+            t = resolve_target(model, xd)[0]
         gen = torch.Generator(device=dev).manual_seed(int(seed) % (2**63))
         z = kernel_noise(kernel, float(radius), (S,) + x.shape[1:], gen, dev, xd.dtype)           # shared by all
 
