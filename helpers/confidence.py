@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .abc import abc_confidence
 from .batching import bytes_per_image, chunk_size_for, forward, run_chunked
 from .calibration import PlattScaling, TemperatureScaling, as_logits
 from .validation import check_images, check_model, check_positive_int, check_target, model_device
@@ -184,17 +185,14 @@ class ConfidenceSuite:
             out["dropout agreement"] = mean.gather(1, pred.cpu().unsqueeze(1)).squeeze(1).numpy()
         if self.trust_ is not None:
             out["trust score"] = self.trust_.score(penultimate_features(self.model, x), pred).cpu().numpy()
-        n = x.shape[0] if abc_n is None else min(abc_n, x.shape[0])
-        if n > 0:
-            out.update(self.abc_scores(x[:n]))
+        if abc_n is None or abc_n > 0:
+            out.update(self.abc_scores(x[:abc_n]))
         return out
 
     def abc_scores(self, x: torch.Tensor, *, n_samples: Optional[int] = None,
                    methods: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
         """ABC confidence ``N`` of each of ``abc_methods`` (or of the ones named in ``methods``), with ``S =
         n_samples`` mutated copies per input (default ``abc_samples``)."""
-        from .abc import abc_confidence
-
         names = list(self.abc_methods) if methods is None else list(methods)
         unknown = [m for m in names if m not in self.abc_methods]
         if unknown:
