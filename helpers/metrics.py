@@ -181,17 +181,6 @@ class Guarantee:
     risk: float      # empirical selective risk there (weighted)
 
 
-def _design(corr: np.ndarray, w: np.ndarray) -> float:
-    """The weight of a right prediction when the sample holds every error (weight 1) and a uniform share of the
-    right ones (one weight); raise otherwise."""
-    if (~corr).any() and not np.allclose(w[~corr], 1.0):
-        raise ValueError("sample_weight: the guarantee needs every error of the split (weight 1)")
-    w_r = w[corr] if corr.any() else np.ones(1)
-    if not np.allclose(w_r, w_r[0]):
-        raise ValueError("sample_weight: the right predictions must be one uniform sample (a single weight)")
-    return float(w_r[0])
-
-
 def _bound_at(conf: np.ndarray, corr: np.ndarray, w_right: float, theta: float, delta: float) -> float:
     keep = conf >= theta
     e, r = int((keep & ~corr).sum()), int((keep & corr).sum())
@@ -212,7 +201,12 @@ def selective_guarantee(confidence: ArrayLike, correct: ArrayLike, *, risk: floa
     (:func:`stratified_subset`); the split's covered right predictions then enter through their lower
     Clopper-Pearson bound (half of each ``delta / k``)."""
     conf, corr, w = _pair(confidence, correct, sample_weight, need_both=False)
-    w_right = _design(corr, w)
+    if (~corr).any() and not np.allclose(w[~corr], 1.0):
+        raise ValueError("sample_weight: the guarantee needs every error of the split (weight 1)")
+    w_right = w[corr] if corr.any() else np.ones(1)                  # one weight: a uniform sample of the right ones
+    if not np.allclose(w_right, w_right[0]):
+        raise ValueError("sample_weight: the right predictions must be one uniform sample (a single weight)")
+    w_right = float(w_right[0])
     if not 0.0 < risk < 1.0:
         raise ValueError(f"risk must lie in (0, 1), got {risk}")
     levels = np.unique(conf)  # ascending; threshold levels[z] keeps conf >= levels[z]
