@@ -56,8 +56,13 @@ class Perturbation:
         return i.expand((x.shape[0],) + i.shape[1:])
 
     def baseline_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The baseline ``x0`` like ``x`` (0 unless the perturbation has one), by ``baselines.make_baseline``."""
-        return make_baseline(getattr(self, "baseline", 0.0), x)
+        """The baseline ``x0`` (0 if none) broadcastable to ``x``: ``1 x ...`` for a number or one input, else
+        ``N x ...``."""
+        x0 = getattr(self, "baseline", 0.0)
+        if isinstance(x0, str):               # named baselines (helpers.baselines) may depend on the batch position
+            raise TypeError(f"a perturbation's baseline must be a number or a tensor, got {x0!r}")
+        shared = not isinstance(x0, torch.Tensor) or x0.dim() < x.dim() or x0.shape[0] == 1
+        return make_baseline(x0, x[:1] if shared else x)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -55,19 +55,18 @@ def sensitivity_max(explain: Explain, x: torch.Tensor, radius: float = 0.02, n_s
     phi0 = call_explain(explain, xd, t).detach().flatten(1)
     den = torch.linalg.vector_norm(phi0, ord=p, dim=1, keepdim=True)
     den = torch.where(den == 0, torch.ones_like(den), den)
-    shape = tuple(x.shape[1:])
-    z = torch.cat([torch.rand((min(SAMPLE_BLOCK, n - s0),) + shape, generator=generator(xd.device, seed, b),
+    z = torch.cat([torch.rand((min(SAMPLE_BLOCK, n - s0),) + x.shape[1:], generator=generator(xd.device, seed, b),
                               device=xd.device, dtype=xd.dtype) for b, s0 in enumerate(range(0, n, SAMPLE_BLOCK))])
     z = z.mul_(2 * radius).sub_(radius)                                                        # n x ...
     dz = torch.linalg.vector_norm(z.flatten(1), dim=1).clamp_min(1e-12)
 
     def run(a: int, b: int) -> torch.Tensor:
-        y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + shape)
+        y = (xd[a:b].unsqueeze(1) + z).reshape((-1,) + x.shape[1:])
         phi = call_explain(explain, y, None if t is None else t[a:b].repeat_interleave(n)).detach()
         dist = torch.linalg.vector_norm(phi.reshape(b - a, n, -1) - phi0[a:b].unsqueeze(1), ord=p, dim=2)
         cols = {"relative": dist / den[a:b], "absolute": dist, "lipschitz": dist / dz}
         return torch.stack([cols[f] for f in forms], -1).max(1).values                       # (b - a) x F
 
-    out = run_chunked(run, x.shape[0], max(1, chunk_size_for(bytes_per_image(x, 200), device=xd.device) // n))
-    out = out.float().cpu()
+    rows = max(1, chunk_size_for(bytes_per_image(x, 200), device=xd.device) // n)
+    out = run_chunked(run, x.shape[0], rows).float().cpu()
     return out[:, 0].contiguous() if isinstance(form, str) else {f: out[:, i].contiguous() for i, f in enumerate(forms)}

@@ -87,7 +87,6 @@ def smooth(explain: Explain, kernel: str = "gaussian", radius: float = 0.1, n_sa
         return run_chunked(run, x.shape[0], max(1, chunk_size_for(bytes_per_image(x, 200), device=dev) // S))
 
     explain_sg.model = model
-    explain_sg.__doc__ = f"{kernel} smoothing (radius {radius}, {S} samples) of {getattr(explain, '__name__', explain)}"
     return explain_sg
 
 
@@ -106,7 +105,6 @@ def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", 
         return a * x if units == "global" and method in ("grad", "smoothgrad", "gbp") else a
 
     explain.model = model
-    explain.__name__ = f"explain_{method}"
     return explain
 
 
