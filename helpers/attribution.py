@@ -224,7 +224,8 @@ def explain(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, ...]], 
             input_range: Optional[Tuple[float, float]] = MNIST_RANGE, additional_forward_args: Any = None
             ) -> Explanation:
     """Attributions, multipliers and references (see the module docstring); a tuple ``x`` is packed into ``N x D``
-    rows (:func:`helpers.validation.as_classifier`), and so are the returned tensors. Options: ``n_steps`` (ig: default 50; expected_gradients: default one random point per reference),
+    rows (:func:`helpers.validation.as_classifier`), and so are the returned tensors. Options: ``n_steps`` (ig:
+    default 50; expected_gradients: default one random point per reference),
     ``integration`` (:data:`INTEGRATION_RULES`), ``n_references`` (``K`` of a named reference set), ``n_samples``
     and ``noise_sigma`` (smoothgrad), ``sigma`` (blur / gaussian baselines), ``seed``, ``chunk_size`` (inputs per
     batched call; default from the memory budget), ``input_range`` (``(lo, hi)`` or ``None``).

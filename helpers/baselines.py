@@ -48,7 +48,8 @@ def _range(input_range: Range, name: str) -> Tuple[float, float]:
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``N x C x H x W`` images (reflect padding, radius ``3 sigma``)."""
     if x.dim() != 4:
-        raise ValueError(f"baseline 'blur' needs images N x C x H x W, got shape {tuple(x.shape)}; use another baseline")
+        raise ValueError(f"baseline 'blur' needs images N x C x H x W, got shape {tuple(x.shape)}; "
+                         "use another baseline")
     radius = max(1, min(int(math.ceil(3 * sigma)), min(x.shape[-2:]) - 1))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -78,7 +79,8 @@ def _random(name: str, x: torch.Tensor, seed: int, stream: int, sigma: Optional[
     if name == "uniform":
         lo, hi = _range(input_range, name)
         return (lo + (hi - lo) * hash_uniform(seed, key, stream)).view_as(x).to(x.dtype)
-    noisy = x + (GAUSSIAN_SIGMA if sigma is None else float(sigma)) * hash_normal(seed, key, stream).view_as(x).to(x.dtype)
+    sigma = GAUSSIAN_SIGMA if sigma is None else float(sigma)
+    noisy = x + sigma * hash_normal(seed, key, stream).view_as(x).to(x.dtype)
     return noisy if input_range is None else noisy.clamp(*_range(input_range, name))
 
 

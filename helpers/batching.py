@@ -27,7 +27,8 @@ DEFAULT_CPU_BUDGET = 256 * 2**20
 
 
 def memory_budget(device: Optional[torch.device] = None) -> int:
-    """Bytes one chunk may use: ``HELPERS_MEMORY_BUDGET_MB`` if set, else a quarter of free CUDA memory, else 256 MiB."""
+    """Bytes one chunk may use: ``HELPERS_MEMORY_BUDGET_MB`` if set, else a quarter of free CUDA memory, else
+    256 MiB."""
     env = os.environ.get("HELPERS_MEMORY_BUDGET_MB")
     if env:
         return int(float(env) * 2**20)

@@ -67,8 +67,9 @@ class _Rule(torch.autograd.Function):
             y, ry = out.chunk(2)
             cross = torch.max(y, ry)
             _, idx = _POOLS[type(mod)](inp, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode, True)
-            b, c, v = inp.shape[0], inp.shape[1], g * torch.cat([cross - ry, y - cross])   # summed where windows overlap
-            flat = v.new_zeros(b, c, math.prod(inp.shape[2:])).scatter_add_(2, idx.reshape(b, c, -1), v.reshape(b, c, -1))
+            b, c, v = inp.shape[0], inp.shape[1], g * torch.cat([cross - ry, y - cross])
+            flat = v.new_zeros(b, c, math.prod(inp.shape[2:]))                     # summed where windows overlap
+            flat.scatter_add_(2, idx.reshape(b, c, -1), v.reshape(b, c, -1))
             xmax, rmax = flat.view(inp.shape).chunk(2)
             small = din.abs() < _MAXPOOL_EPS
             return torch.where(small, 0.0, (xmax + rmax) / torch.where(small, 1.0, din)).repeat(twice), None, None
@@ -103,7 +104,8 @@ def deeplift_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
     ``(x_i, references_i)``, with ``sum_j m_ij (x_ij - r_ij) = f_t(x_i) - f_t(r_i)`` (completeness).
 
     One forward and one backward pass of ``2 M`` rows; works for any model built of modules with a rule. In-place
-    non-linearities run out of place for the call; functional ones (``F.relu``) are refused where ``torch.fx`` sees them.
+    non-linearities run out of place for the call; functional ones (``F.relu``) are refused where ``torch.fx`` sees
+    them.
     """
     _check_rules(model)
     inplace = [m for m in model.modules() if getattr(m, "inplace", False)]   # run out of place during the call
@@ -243,7 +245,8 @@ def deepshap_multipliers(model: nn.Module, x: torch.Tensor, references: torch.Te
     """DeepSHAP of ``model``'s logit ``target`` (``N``) at ``x`` (``N x ...``) against ``references``
     (``(1|N) x K x ...``): ``(A, G)`` like ``x``, ``A = mean_k (x - r_k) m_k`` and ``G = mean_k m_k``.
 
-    Needs a chain and float32 CPU inputs (:func:`deepshap_chain`); equal to :func:`deeplift_multipliers` up to round-off.
+    Needs a chain and float32 CPU inputs (:func:`deepshap_chain`); equal to :func:`deeplift_multipliers` up to
+    round-off.
     """
     chain = deepshap_chain(model, x)
     if chain is None:

@@ -97,7 +97,8 @@ def infidelity_from_samples(dot: torch.Tensor, diff: torch.Tensor, weights: Opti
 
 
 def infidelity(model: nn.Module, x: torch.Tensor, attributions, perturbation, target=None,
-               n_samples: Optional[int] = None, normalize: bool = False, seed: int = 0, additional_forward_args: tuple = ()
+               n_samples: Optional[int] = None, normalize: bool = False, seed: int = 0,
+               additional_forward_args: tuple = ()
                ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
     """Infidelity ``E_I[(IᵀΦ - (f(x) - f(x - I)))²]`` per input from ``n_samples`` perturbations -> ``N`` (float32,
     CPU), or a dict of them when ``attributions`` is a dict ``name -> Φ`` (all scored on the same perturbations).
@@ -123,7 +124,8 @@ def infidelity(model: nn.Module, x: torch.Tensor, attributions, perturbation, ta
         acc[rows] += torch.stack([(w * (dot - df) ** 2).sum(1), (w * dot * dot).sum(1), (w * dot * df).sum(1),
                                   (w * df * df).sum(1).expand(r, dot.shape[2]), w.sum(1).expand(r, dot.shape[2])], -1)
     sq, a, b, c2, sw = acc.unbind(-1)
-    if normalize:                                    # min over β of Σ w (β dot - df)² = Σ w df² - (Σ w dot df)² / Σ w dot²
+    # min over β of Σ w (β dot - df)² = Σ w df² - (Σ w dot df)² / Σ w dot²
+    if normalize:
         beta = b / torch.where(a == 0, torch.ones_like(a), a)
         sq = beta * beta * a - 2 * beta * b + c2
     val = (sq / sw).float().cpu()
@@ -138,7 +140,8 @@ def to_units(attributions: torch.Tensor, x: torch.Tensor, perturbation, to: str 
     check_like(attributions, x, "attributions")
     if to not in ("global", "local"):
         raise ValueError(f"to must be 'global' or 'local', got {to!r}")
-    x0 = perturbation if isinstance(perturbation, (int, float, torch.Tensor)) else getattr(perturbation, "baseline", 0.0)
+    constant = isinstance(perturbation, (int, float, torch.Tensor))
+    x0 = perturbation if constant else getattr(perturbation, "baseline", 0.0)
     diff = x - make_baseline(x0, x)
     if to == "global":
         return attributions * diff

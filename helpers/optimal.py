@@ -108,7 +108,8 @@ def optimal_explanation(model: nn.Module, x: torch.Tensor, perturbation, target=
     closed = closed and method != "lstsq"
     c, xd = as_inputs(model, x, additional_forward_args)
     N, d = xd.shape[0], xd[0].numel()
-    acc = {k: torch.zeros(N, m, dtype=torch.float64, device=xd.device) for k, m in (("Wy", d), ("W", d), ("y", 1), ("1", 1))}
+    acc = {k: torch.zeros(N, m, dtype=torch.float64, device=xd.device)
+           for k, m in (("Wy", d), ("W", d), ("y", 1), ("1", 1))}
     # draws shared by every input (one W, e.g. Square's masks) are told apart on two rows (a chunk of one row is not)
     probe = N > 1 and as_perturbation(perturbation).draw_block(xd, slice(0, 2), 0, 1, generator(xd.device, seed))
     shared = not probe or (probe.W.shape[0] == 1 and (probe.weights is None or probe.weights.shape[0] == 1))

@@ -71,7 +71,8 @@ def score_explanations(model: nn.Module, x: torch.Tensor, suite: Mapping[str, Ex
         raise ValueError(f"limits must be >= 1 inputs per explanation, got {dict(limits)}")
     phis = {k: call_explain(f, xd[:lim[k]], t[:lim[k]]).detach() for k, f in suite.items()}
     padded = {k: torch.cat([v, v.new_zeros((len(xd) - len(v),) + v.shape[1:])]) for k, v in phis.items()}
-    inf = infidelity(model, xd, {**padded, "_zero": torch.zeros_like(xd)}, perturbation, t, n_samples, normalize, seed + 1)
+    explanations = {**padded, "_zero": torch.zeros_like(xd)}
+    inf = infidelity(model, xd, explanations, perturbation, t, n_samples, normalize, seed + 1)
     ms = {k: lim[k] if n_sens_images is None else min(lim[k], int(n_sens_images.get(k, lim[k]) if isinstance(
         n_sens_images, Mapping) else n_sens_images)) for k in suite}
     sens = {k: sensitivity_max(f, xd[:ms[k]], sens_radius, n_sens, seed=seed + 2, target=t[:ms[k]])

@@ -111,7 +111,8 @@ def explainer(model: nn.Module, method: str = "grad", *, units: str = "native", 
 def smoothing_sweep(model: nn.Module, x: torch.Tensor, explain: Explain, perturbations: Mapping[str, object],
                     radii: Sequence[float], kernels: Sequence[str] = KERNELS, *, n_smooth: int = 20,
                     n_samples: Optional[int] = None, target=None, normalize: bool = True, seed: int = 0) -> list:
-    """Rows ``{"perturbation", "kernel", "radius", "infidelity"}``: the mean infidelity of ``smooth(explain, kernel, r)``
+    """Rows ``{"perturbation", "kernel", "radius", "infidelity"}``: the mean infidelity of
+    ``smooth(explain, kernel, r)``
     on ``x`` (validation inputs), every (kernel, radius) on the same perturbations. Under a global perturbation the
     explanation is multiplied by ``(x - x0)`` at each noisy copy (the authors' convention)."""
     xd = x.to(model_device(model))
