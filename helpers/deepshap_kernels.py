@@ -10,6 +10,7 @@ release the GIL) rather than numba's ``parallel=True``, whose second OpenMP runt
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import torch
@@ -61,12 +62,20 @@ def _maxpool(out, g, y, ry, xin, rin, ix, ir, k, shared, eps, q0, q1):  # pragma
                     out[q, ch, pr] = 0.0 if abs(din) < eps else vr / din
 
 
+_POOL: Optional[ThreadPoolExecutor] = None   # one pool for the process: a kernel call takes about a millisecond
+
+
 def _split(kernel, p: int, *args) -> None:
     """Run ``kernel(*args, q0, q1)`` over pairs ``0 .. p``, split among threads; each pair is one thread's."""
+    global _POOL
     n = max(1, min(torch.get_num_threads(), p // 64))
     bounds = [np.int64(p * i // n) for i in range(n + 1)]
-    with ThreadPoolExecutor(n, thread_name_prefix="deeplift") as pool:
-        list(pool.map(lambda i: kernel(*args, bounds[i], bounds[i + 1]), range(n)))
+    if n == 1:
+        kernel(*args, bounds[0], bounds[1])
+        return
+    if _POOL is None or _POOL._max_workers < n:
+        _POOL = ThreadPoolExecutor(n, thread_name_prefix="deeplift")
+    list(_POOL.map(lambda i: kernel(*args, bounds[i], bounds[i + 1]), range(n)))
 
 
 def rescale_pairs(g: np.ndarray, a: np.ndarray, fa: np.ndarray, b: np.ndarray, fb: np.ndarray, db: np.ndarray,
