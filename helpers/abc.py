@@ -163,19 +163,27 @@ def abc_confidence(model: nn.Module, x: Union[torch.Tensor, Tuple[torch.Tensor, 
                    return_details: bool = False, target: Optional[torch.Tensor] = None,
                    chunk_size: Optional[int] = None, explanation: Optional[Explanation] = None,
                    keep_masks: bool = True, additional_forward_args: Any = None, **options):
-    """Attribution-based confidence of ``model`` (logits ``N x C``, eval mode) on ``x``: ``N`` values in [0, 1] on
-    ``x``'s device, or with ``return_details`` an :class:`ABCResult` (see the module docstring).
+    """Attribution-based confidence of ``model`` on ``x``: ``N`` values in [0, 1] (see the module docstring).
 
-    ``x``: inputs ``N x ...``, or a tuple of them for ``model(x1, x2, ...)``, packed into ``N x D`` rows
-    (:func:`helpers.validation.as_classifier`); a single-logit model is read as two classes ``[-z, z]``.
-    ``method`` / ``baseline`` / ``**options``: the attribution (:func:`helpers.attribution.explain`; ``baseline=None``
-    is the method's default). ``n_samples``: ``S`` copies per input (the paper uses 1000). ``budget``: expected
-    changed features per copy (``None``: :func:`default_budget`). ``seed``: the attribution's randomness and the
-    uniform table. ``target``: the class whose attribution drives the sampling and that a copy must keep (default:
-    the prediction). ``chunk_size``: copies per forward pass (default: from the memory budget; it does not change
-    the result). ``explanation``: a precomputed :func:`helpers.attribution.explain` of ``x`` to reuse (``method``,
-    ``baseline`` and ``options`` are then ignored). ``keep_masks``: also return the ``N*S*d`` bytes of masks.
-    ``additional_forward_args``: extra arguments of ``model`` (as in captum), never changed.
+    Args:
+        model: ``nn.Module`` in eval mode returning logits ``N x C`` (a single logit is read as two classes).
+        x: inputs ``N x ...``, or a tuple of them for ``model(x1, x2, ...)``, packed into ``N x D`` rows
+            (:func:`helpers.validation.as_classifier`).
+        method, baseline, **options: the attribution (:func:`helpers.attribution.explain`; ``baseline=None`` is the
+            method's default; options such as ``n_steps``, ``n_references``, ``references``).
+        n_samples: ``S`` changed copies per input (the paper uses 1000).
+        budget: expected number of changed features per copy; ``None``: :func:`default_budget`.
+        seed: seeds the attribution's randomness and the uniform table (:func:`uniforms`).
+        return_details: return an :class:`ABCResult` instead of the confidences.
+        target: the class whose attribution drives the sampling and that a copy must keep (default: the prediction).
+        chunk_size: copies per forward pass (default: from the memory budget); it does not change the result.
+        explanation: a precomputed :func:`helpers.attribution.explain` of ``x`` to reuse (``method``, ``baseline``
+            and ``options`` are then ignored).
+        keep_masks: with ``return_details``, also return the ``N x S x ...`` masks (``N*S*d`` bytes).
+        additional_forward_args: extra arguments of ``model`` (as in captum), never changed.
+
+    Returns:
+        ``N`` confidences (float32) on ``x``'s device, or an :class:`ABCResult` on the CPU.
     """
     check_positive_int(n_samples, "n_samples")
     check_positive_int(seed, "seed", minimum=0)
