@@ -255,3 +255,26 @@ def test_platt_ovr_is_uniform_where_every_sigmoid_underflows():
     torch.testing.assert_close(p[:2], torch.full((2, 3), 1 / 3))
     torch.testing.assert_close(p.sum(dim=1), torch.ones(7), atol=1e-5, rtol=0)
     np.testing.assert_allclose(ovr.predict_proba(extreme.numpy())[:2], 1 / 3, rtol=1e-6)
+
+
+def test_combined_confidence_keeps_a_feature_with_zeros_and_values_above_one_unbounded():
+    """A feature in [0, 5] with exact zeros is neither a probability (logit) nor positive (log): identity."""
+    rng = np.random.default_rng(3)
+    score = rng.uniform(0.0, 5.0, size=400)
+    score[:20] = 0.0
+    correct = rng.uniform(size=400) < 0.2 + 0.15 * score
+    comb = C.CombinedConfidence().fit({"score": score}, correct)
+    assert comb.transforms_ == ["identity"]
+    assert np.isfinite(comb.confidence({"score": score})).all()
+
+
+def test_combined_confidence_picks_logit_only_for_scores_in_the_closed_unit_interval():
+    """Exact 0 and 1 are probabilities (logit); a positive score above 1 is log-transformed; both stay finite."""
+    rng = np.random.default_rng(4)
+    p = rng.uniform(size=400)
+    p[:10], p[10:20] = 0.0, 1.0
+    q = rng.uniform(0.5, 1.8, size=400)
+    correct = rng.uniform(size=400) < 0.3 + 0.4 * p
+    comb = C.CombinedConfidence().fit({"p": p, "q": q}, correct)
+    assert comb.transforms_ == ["logit", "log"]
+    assert np.isfinite(comb.confidence({"p": p, "q": q})).all()

@@ -366,3 +366,20 @@ def test_local_units_are_zero_where_the_input_equals_the_baseline():
     local = to_units(phi, x, 0.0, "local")
     assert local[0, 0, 0, 0] == 0
     torch.testing.assert_close(local[x != 0], (phi / x)[x != 0])
+
+
+def test_a_global_sample_only_perturbation_divides_by_x_minus_its_baseline():
+    """With a non-zero ``baseline`` the masks are recovered as W = I / (x - x0) (x - x0 varies per pixel)."""
+    from helpers.perturbations import as_perturbation
+
+    x = 0.5 + 0.5 * _x(2)                                   # x - 0.25 in [0.25, 0.75]: never zero
+    masks = (torch.rand((2, 3) + tuple(x.shape[1:]), generator=torch.Generator().manual_seed(4)) < 0.3).float()
+
+    class Masked:
+        units, baseline = "global", 0.25
+
+        def sample(self, x, n, generator=None):
+            return masks[:, :n] * (x - self.baseline).unsqueeze(1)
+
+    d = as_perturbation(Masked()).draw(x, 3, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(d.W, masks)

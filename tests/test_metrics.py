@@ -383,3 +383,17 @@ def test_selective_guarantee_finds_the_lowest_passing_threshold_of_a_brute_force
         best = min(passing)
         assert (g.threshold, g.bound) == (best, pytest.approx(bounds[best], rel=1e-12))
         assert g.coverage == pytest.approx((conf >= best).mean())
+
+
+def test_weighted_risk_coverage_matches_a_loop():
+    """Distinct confidences: coverage_k = sum of the top-k weights / total, risk_k = weighted error rate of the top k."""
+    rng = np.random.default_rng(7)
+    conf = rng.permutation(40) / 40.0
+    correct = rng.uniform(size=40) < 0.6
+    w = rng.uniform(0.5, 3.0, size=40)
+    coverage, risk = M.risk_coverage(conf, correct, w)
+    order = np.argsort(-conf)
+    for k in range(1, 41):
+        top = order[:k]
+        assert coverage[k - 1] == pytest.approx(w[top].sum() / w.sum(), abs=1e-12)
+        assert risk[k - 1] == pytest.approx((w[top] * ~correct[top]).sum() / w[top].sum(), abs=1e-12)

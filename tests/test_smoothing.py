@@ -206,3 +206,16 @@ def test_score_explanations_sensitivity_images_per_explanation():
     assert sc["sensitivity"]["Grad"].shape == (4,) and sc["sensitivity"]["GBP"].shape == (1,)
     sc = score_explanations(model, x, suite, NoisyBaseline(0.2), n_samples=20, n_sens=2, n_sens_images={"GBP": 0})
     assert "GBP" not in sc["sensitivity"]
+
+
+def test_smooth_draws_independent_noise_for_every_channel():
+    """On a 3-channel input the noise has the input's shape: smoothing the identity gives x + mean_s z_s, within the
+    radius of x, and different in each channel."""
+    identity = smooth(lambda y, target=None: y.clone(), kernel="uniform", radius=0.3, n_samples=5, seed=1)
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = identity(x, torch.zeros(2, dtype=torch.long))
+    assert out.shape == x.shape
+    offset = out - x
+    assert float(offset.abs().max()) <= 0.3
+    torch.testing.assert_close(offset[0], offset[1])                     # common random numbers across inputs
+    assert not torch.allclose(offset[0, 0], offset[0, 1])                # but not across channels
